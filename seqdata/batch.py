@@ -1,0 +1,40 @@
+"""`Batch`: the one batch type every framework bridge consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A right-padded batch of variable-length sequences.
+
+    Attributes:
+        x: float32 (B, L, F) values; padded steps are 0.
+        y: uint8 (B, L) per-timestep labels (0 or 1); padded steps are 0.
+        mask: bool (B, L), True on real steps; ``mask.sum(axis=1) == lengths``.
+        lengths: int32 (B,) real length of each sequence.
+        ids: int64 (B,) dataset-wide id of each sequence.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    mask: np.ndarray
+    lengths: np.ndarray
+    ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def num_timesteps(self) -> int:
+        """Real (unpadded) timesteps in the batch."""
+        return int(self.lengths.sum())
+
+    @property
+    def padding_fraction(self) -> float:
+        """Share of the batch's B * L steps that are padding."""
+        size = self.mask.size
+        return 0.0 if size == 0 else 1.0 - self.num_timesteps / size

@@ -1,0 +1,51 @@
+"""Shard formats, keyed by the manifest's ``format`` field.
+
+Each format turns the sequences of one chunk, grouped by bucket, into the bytes of one
+shard file, and reads buckets of a shard back as `Sequences`. Encoding goes to memory,
+so that the bytes are hashed once and published atomically. h5py and pyarrow are
+imported only when their format is first used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from seqdata.errors import SpecError
+from seqdata.sequences import Sequences
+
+SUFFIXES = {"hdf5": ".h5", "parquet": ".parquet"}
+FORMAT_NAMES = tuple(SUFFIXES)
+
+BucketRun = tuple[int, int, int]  # (bucket, first sequence, stop) in a length-sorted chunk
+
+
+class ShardFormat(Protocol):
+    name: str
+    suffix: str
+
+    def encode(self, seqs: Sequences, runs: Sequence[BucketRun], chunk: int) -> bytes:
+        """The bytes of a shard holding ``seqs``, one group per non-empty bucket run."""
+        ...
+
+    def read_buckets(self, path: Path, buckets: Sequence[int], present: Sequence[int],
+                     num_features: int) -> list[Sequences]:
+        """Buckets ``buckets`` of a shard whose non-empty buckets are ``present``.
+
+        Raises ShardError naming ``path`` when the file does not hold what is expected.
+        """
+        ...
+
+
+def get_format(name: str) -> ShardFormat:
+    """The format called ``name`` ("hdf5" or "parquet")."""
+    if name == "hdf5":
+        from seqdata.formats.hdf5 import Hdf5Format
+
+        return Hdf5Format()
+    if name == "parquet":
+        from seqdata.formats.parquet import ParquetFormat
+
+        return ParquetFormat()
+    raise SpecError(f"format must be one of {', '.join(FORMAT_NAMES)}, got {name!r}")

@@ -1,0 +1,100 @@
+"""Parquet shards: one row group per non-empty bucket, one row per sequence.
+
+Columns (see docs/FORMAT.md): ``id`` int64, ``length`` int32, ``bucket`` int32,
+``x`` list<fixed_size_list<float32, F>>, ``y`` list<uint8>. No compression and no
+dictionary encoding (useless on random floats, and it slows decoding). Arrow buffers are
+built from and read back into the flat numpy arrays without per-sequence work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from seqdata.errors import ShardError
+from seqdata.formats import BucketRun
+from seqdata.sequences import Sequences
+
+SHARD_VERSION = 1
+
+
+def arrow_schema(num_features: int) -> pa.Schema:
+    """The Parquet schema other frameworks rely on."""
+    return pa.schema([
+        pa.field("id", pa.int64(), nullable=False),
+        pa.field("length", pa.int32(), nullable=False),
+        pa.field("bucket", pa.int32(), nullable=False),
+        pa.field("x", pa.list_(pa.list_(pa.float32(), num_features))),
+        pa.field("y", pa.list_(pa.uint8())),
+    ])
+
+
+def _table(part: Sequences, bucket: int, schema: pa.Schema) -> pa.Table:
+    num_features = part.x.shape[1]
+    offsets = pa.array(part.offsets.astype(np.int32))
+    steps = pa.FixedSizeListArray.from_arrays(pa.array(part.x.reshape(-1)), num_features)
+    return pa.table([
+        pa.array(part.ids),
+        pa.array(part.lengths),
+        pa.array(np.full(len(part), bucket, np.int32)),
+        pa.ListArray.from_arrays(offsets, steps, type=schema.field("x").type),
+        pa.ListArray.from_arrays(offsets, pa.array(part.y)),
+    ], schema=schema)
+
+
+class ParquetFormat:
+    name = "parquet"
+    suffix = ".parquet"
+
+    def encode(self, seqs: Sequences, runs: Sequence[BucketRun], chunk: int) -> bytes:
+        schema = arrow_schema(seqs.x.shape[1]).with_metadata(
+            {"seqdata_format_version": str(SHARD_VERSION), "chunk": str(chunk)})
+        sink = pa.BufferOutputStream()
+        with pq.ParquetWriter(sink, schema, compression="none", use_dictionary=False,
+                              write_statistics=["id", "length", "bucket"]) as writer:
+            for bucket, start, stop in runs:
+                table = _table(seqs.slice(start, stop), bucket, schema)
+                writer.write_table(table, row_group_size=max(1, len(table)))
+        return sink.getvalue().to_pybytes()
+
+    def read_buckets(self, path: Path, buckets: Sequence[int], present: Sequence[int],
+                     num_features: int) -> list[Sequences]:
+        try:
+            pf = pq.ParquetFile(path)
+            if pf.metadata.num_row_groups != len(present):
+                raise ShardError(f"shard {path} has {pf.metadata.num_row_groups} row groups, "
+                                 f"the manifest expects {len(present)} (one per bucket)")
+            expected = arrow_schema(num_features)
+            if not pf.schema_arrow.remove_metadata().equals(expected):
+                raise ShardError(f"shard {path} has schema {pf.schema_arrow.remove_metadata()}, "
+                                 f"expected {expected}")
+            index = {b: i for i, b in enumerate(present)}
+            return [self._read_row_group(pf, index[b], path, num_features) if b in index
+                    else Sequences.empty(num_features) for b in buckets]
+        except ShardError:
+            raise
+        except (OSError, pa.ArrowException, ValueError, TypeError, IndexError) as e:
+            raise ShardError(f"shard {path} is not a readable seqdata Parquet shard: {e}") from None
+
+    @staticmethod
+    def _read_row_group(pf: pq.ParquetFile, group: int, path: Path,
+                        num_features: int) -> Sequences:
+        table = pf.read_row_group(group, columns=["id", "x", "y"])
+        xs = table.column("x").combine_chunks()
+        ys = table.column("y").combine_chunks()
+        if xs.null_count or ys.null_count:
+            raise ShardError(f"shard {path} row group {group} holds null sequences")
+        offsets = xs.offsets.to_numpy().astype(np.int64)
+        offsets -= offsets[0]
+        steps = xs.flatten()  # honours the list offsets
+        x = steps.flatten().to_numpy(zero_copy_only=False).reshape(-1, num_features)
+        y = ys.flatten().to_numpy(zero_copy_only=False)
+        y_offsets = ys.offsets.to_numpy()
+        if not np.array_equal(y_offsets - y_offsets[0], offsets) or len(x) != len(y):
+            raise ShardError(f"shard {path} row group {group}: x and y lengths differ")
+        ids = table.column("id").to_numpy()
+        return Sequences(x, y, offsets, ids.astype(np.int64, copy=False))

@@ -1,0 +1,173 @@
+"""The stacked-LSTM model: build it from a `ModelConfig`, compile it, load it safely.
+
+The default is the seed's architecture: LSTM(32) -> LSTM(8) -> Dense(2, sigmoid) over a
+``(None, F)`` input, 4,864 + 1,312 + 18 = 6,194 parameters for F = 5. ``Dense`` is applied
+to the 3-D tensor directly (the seed's ``TimeDistributed`` crashes in Keras 3 on a dynamic
+time axis; a 3-D ``Dense`` is the same layer).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from trainer.errors import ModelFileError
+
+NUM_CLASSES = 2
+MASKED_ACCURACY = "masked_accuracy"
+MASKED_LOSS = "masked_loss"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Layer sizes, output activation and optimizer settings of the model.
+
+    Args:
+        lstm_units: units of each stacked LSTM layer, input side first.
+        output_activation: activation of the final ``Dense(2)``.
+        learning_rate: Adam's learning rate.
+
+    >>> ModelConfig().lstm_units
+    (32, 8)
+    """
+
+    lstm_units: tuple[int, ...] = (32, 8)
+    output_activation: str = "sigmoid"
+    learning_rate: float = 1e-3
+
+    def __post_init__(self) -> None:
+        units = tuple(self.lstm_units)
+        if not units or any(isinstance(u, bool) or not isinstance(u, int) or u < 1
+                            for u in units):
+            raise ValueError(f"lstm_units must be one or more positive integers, got {units!r}")
+        object.__setattr__(self, "lstm_units", units)
+        if self.output_activation not in ("sigmoid", "softmax"):
+            raise ValueError("output_activation must be 'sigmoid' or 'softmax', "
+                             f"got {self.output_activation!r}")
+        rate = self.learning_rate
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not (
+                math.isfinite(rate) and rate > 0):
+            raise ValueError(f"learning rate must be a finite positive number, got {rate!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"lstm_units": list(self.lstm_units),
+                "output_activation": self.output_activation,
+                "learning_rate": self.learning_rate}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Inverse of `to_dict`; unknown keys are rejected."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys {unknown}, expected some of "
+                             f"{sorted(known)}")
+        kwargs = dict(data)
+        if "lstm_units" in kwargs:
+            kwargs["lstm_units"] = tuple(kwargs["lstm_units"])
+        return cls(**kwargs)
+
+
+def build_model(num_features: int, config: ModelConfig | None = None) -> keras.Model:
+    """An uncompiled stacked LSTM over inputs ``(batch, time, num_features)``.
+
+    >>> build_model(5).count_params()
+    6194
+    """
+    config = config or ModelConfig()
+    if num_features < 1:
+        raise ValueError(f"num_features must be >= 1, got {num_features}")
+    inputs = keras.Input(shape=(None, num_features), name="x")
+    hidden = inputs
+    for i, units in enumerate(config.lstm_units):
+        hidden = keras.layers.LSTM(units, return_sequences=True, name=f"lstm_{i}")(hidden)
+    outputs = keras.layers.Dense(NUM_CLASSES, activation=config.output_activation,
+                                 name="classes")(hidden)
+    return keras.Model(inputs, outputs, name="stacked_lstm")
+
+
+def compile_model(model: keras.Model, learning_rate: float = 1e-3, *,
+                  with_masked_loss: bool = False) -> keras.Model:
+    """Compile with Adam and a per-timestep categorical cross-entropy.
+
+    The loss is averaged over the real timesteps of each batch (the per-timestep sample
+    weights are the mask), so padded steps add nothing to loss or gradients. Weighted
+    metrics give the masked accuracy (and, if asked, the masked loss) over a whole epoch.
+    XLA is off: batch shapes change from batch to batch, and each would compile anew.
+    """
+    metrics: list[keras.metrics.Metric] = [
+        keras.metrics.CategoricalAccuracy(name=MASKED_ACCURACY)]
+    if with_masked_loss:
+        metrics.insert(0, keras.metrics.CategoricalCrossentropy(name=MASKED_LOSS))
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss=keras.losses.CategoricalCrossentropy(reduction="mean_with_sample_weight"),
+        weighted_metrics=metrics,
+        jit_compile=False,
+    )
+    return model
+
+
+def load_model(path: str | os.PathLike[str], *, compile: bool = True) -> keras.Model:
+    """Load a ``.keras`` model with ``safe_mode=True`` (no arbitrary code, no pickle).
+
+    Raises:
+        ModelFileError: the file is missing, not a Keras zip archive, or not loadable.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} does not exist (expected a .keras file)")
+    if path.suffix != ".keras" or not zipfile.is_zipfile(path):
+        raise ModelFileError(f"model file {path} is not a Keras .keras archive")
+    try:
+        model = keras.saving.load_model(path, compile=compile, safe_mode=True)
+    except Exception as exc:  # Keras raises many types for damaged or foreign archives.
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(f"model file {path} could not be loaded: {detail}") from exc
+    shape = getattr(model, "input_shape", None)
+    if not (isinstance(shape, tuple) and len(shape) == 3 and shape[-1]):
+        raise ModelFileError(f"model file {path} has input shape {shape}, expected "
+                             "(batch, time, features)")
+    return model
+
+
+def save_model(model: keras.Model, path: str | os.PathLike[str]) -> Path:
+    """Save to ``path`` atomically: a temporary file in the same folder, then `os.replace`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".keras", dir=path.parent)
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def num_features_of(model: keras.Model) -> int:
+    """F, the features per timestep the model expects."""
+    return int(model.input_shape[-1])
+
+
+def class1_probability(outputs: np.ndarray) -> np.ndarray:
+    """Per-timestep probability of class 1 from the model's 2-way outputs.
+
+    The outputs are normalized the way categorical cross-entropy reads them
+    (``out[..., 1] / out.sum(-1)``); for a softmax output that is ``out[..., 1]``.
+    """
+    outputs = np.asarray(outputs, dtype=np.float32)
+    total = outputs.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prob = np.where(total > 0, outputs[..., 1] / total, np.float32(0.5))
+    return prob.astype(np.float32)
