@@ -8,6 +8,7 @@ upper bound, by dynamic programming over the length probabilities.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,12 +29,13 @@ def bucket_lower_bounds(boundaries: Sequence[int], min_length: int) -> list[int]
     return [min_length, *(b + 1 for b in boundaries[:-1])]
 
 
-def check_boundaries(boundaries: Sequence[int], min_length: int, max_length: int) -> tuple[int, ...]:
+def check_boundaries(boundaries: Sequence[int], min_length: int,
+                     max_length: int) -> tuple[int, ...]:
     """Validated boundaries covering lengths ``min_length..max_length``."""
     b = tuple(int(v) for v in boundaries)
     if not b:
         raise SpecError("boundaries must hold at least one length, got none")
-    if any(v < 1 for v in b) or any(u <= v for v, u in zip(b, b[1:], strict=False)):
+    if any(v < 1 for v in b) or any(u <= v for v, u in itertools.pairwise(b)):
         raise SpecError(f"boundaries must be strictly increasing positive lengths, got {list(b)}")
     if b[-1] < max_length:
         raise SpecError(f"the last boundary must be >= the max length {max_length}, got {b[-1]}")

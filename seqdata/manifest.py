@@ -220,7 +220,8 @@ def _parse(doc: Any, root: Path) -> Manifest:
                          _counts(s, "bucket_timesteps", nb, where),
                          _get(s, "size", int, where), _get(s, "sha256", str, where))
         start, stop = spec.chunk_ids(chunk)
-        if info.num_sequences != stop - start or _get(s, "num_sequences", int, where) != stop - start:
+        listed = _get(s, "num_sequences", int, where)
+        if info.num_sequences != stop - start or listed != stop - start:
             raise ManifestError(f"{where}num_sequences must be {stop - start} (chunk {chunk}), "
                                 f"got {s['num_sequences']} with buckets summing to "
                                 f"{info.num_sequences}")

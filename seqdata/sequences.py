@@ -51,6 +51,14 @@ class Sequences:
         return Sequences(self.x[a:b], self.y[a:b], self.offsets[start:stop + 1] - a,
                          self.ids[start:stop])
 
+    def take(self, rows: np.ndarray) -> Sequences:
+        """Sequences ``rows`` (in that order) copied into new flat arrays."""
+        lengths = np.diff(self.offsets)[rows]
+        offsets = np.zeros(len(rows) + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        src = step_index(self.offsets[rows], lengths, offsets)
+        return Sequences(self.x[src], self.y[src], offsets, self.ids[rows])
+
     @staticmethod
     def concat(parts: Sequence[Sequences], num_features: int) -> Sequences:
         """One `Sequences` holding ``parts`` in order."""
@@ -70,3 +78,11 @@ class Sequences:
     def empty(num_features: int) -> Sequences:
         return Sequences(np.zeros((0, num_features), np.float32), np.zeros(0, np.uint8),
                          np.zeros(1, np.int64), np.zeros(0, np.int64))
+
+
+def step_index(starts: np.ndarray, lengths: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Flat source index of every step of sequences starting at ``starts``.
+
+    ``offsets`` is the cumulative sum of ``lengths`` with a leading 0.
+    """
+    return np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from seqdata.errors import SpecError
 from seqdata.sequences import Sequences
 
@@ -30,12 +32,21 @@ class ShardFormat(Protocol):
         ...
 
     def read_buckets(self, path: Path, buckets: Sequence[int], present: Sequence[int],
-                     num_features: int) -> list[Sequences]:
+                     num_features: int, values: bool = True) -> list[Sequences]:
         """Buckets ``buckets`` of a shard whose non-empty buckets are ``present``.
+
+        With ``values=False``, only ids and offsets are read: see `lengths_only`.
 
         Raises ShardError naming ``path`` when the file does not hold what is expected.
         """
         ...
+
+
+def lengths_only(offsets: np.ndarray, ids: np.ndarray) -> Sequences:
+    """`Sequences` carrying ids and lengths but no values: x has 0 columns, y is a view."""
+    total = int(offsets[-1])
+    return Sequences(np.zeros((total, 0), np.float32),
+                     np.broadcast_to(np.zeros(1, np.uint8), (total,)), offsets, ids)
 
 
 def get_format(name: str) -> ShardFormat:

@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 
 from seqdata.errors import ShardError
-from seqdata.formats import BucketRun
+from seqdata.formats import BucketRun, lengths_only
 from seqdata.sequences import Sequences
 
 SHARD_VERSION = 1
@@ -50,14 +50,14 @@ class Hdf5Format:
             return f.id.get_file_image()
 
     def read_buckets(self, path: Path, buckets: Sequence[int], present: Sequence[int],
-                     num_features: int) -> list[Sequences]:
+                     num_features: int, values: bool = True) -> list[Sequences]:
         try:
             with h5py.File(path, "r") as f:
                 found = sorted(k for k in f if k.startswith("bucket_"))
                 if found != [group_name(b) for b in present]:
                     raise ShardError(f"shard {path} holds groups {found}, the manifest "
                                      f"expects {[group_name(b) for b in present]}")
-                return [self._read_group(f, b, path, num_features) if b in present
+                return [self._read_group(f, b, path, num_features, values) if b in present
                         else Sequences.empty(num_features) for b in buckets]
         except ShardError:
             raise
@@ -65,20 +65,24 @@ class Hdf5Format:
             raise ShardError(f"shard {path} is not a readable seqdata HDF5 shard: {e}") from None
 
     @staticmethod
-    def _read_group(f: h5py.File, bucket: int, path: Path, num_features: int) -> Sequences:
+    def _read_group(f: h5py.File, bucket: int, path: Path, num_features: int,
+                    values: bool) -> Sequences:
         group = f[group_name(bucket)]
-        arrays = {}
+        datasets = {}
         for field, dtype in FIELDS.items():
             ds = group.get(field)
             if not isinstance(ds, h5py.Dataset) or ds.dtype != np.dtype(dtype):
                 found = "missing" if ds is None else getattr(ds, "dtype", type(ds).__name__)
                 raise ShardError(f"shard {path} {group_name(bucket)}/{field}: expected "
                                  f"{np.dtype(dtype)} data, found {found}")
-            arrays[field] = ds[()]
-        x, y, offsets, ids = arrays["x"], arrays["y"], arrays["offsets"], arrays["ids"]
-        total = len(y)
-        if (x.shape != (total, num_features) or offsets.shape != (len(ids) + 1,)
+            datasets[field] = ds
+        offsets, ids = datasets["offsets"][()], datasets["ids"][()]
+        total = datasets["y"].shape[0] if datasets["y"].ndim == 1 else -1
+        if (datasets["x"].shape != (total, num_features) or offsets.shape != (len(ids) + 1,)
                 or offsets[0] != 0 or offsets[-1] != total or np.any(np.diff(offsets) < 0)):
             raise ShardError(f"shard {path} {group_name(bucket)}: inconsistent shapes "
-                             f"x{x.shape} y{y.shape} offsets{offsets.shape} ids{ids.shape}")
-        return Sequences(x, y, offsets, ids)
+                             f"x{datasets['x'].shape} y{datasets['y'].shape} "
+                             f"offsets{offsets.shape} ids{ids.shape}")
+        if not values:
+            return lengths_only(offsets, ids)
+        return Sequences(datasets["x"][()], datasets["y"][()], offsets, ids)

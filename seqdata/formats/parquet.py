@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from seqdata.errors import ShardError
-from seqdata.formats import BucketRun
+from seqdata.formats import BucketRun, lengths_only
 from seqdata.sequences import Sequences
 
 SHARD_VERSION = 1
@@ -62,7 +62,7 @@ class ParquetFormat:
         return sink.getvalue().to_pybytes()
 
     def read_buckets(self, path: Path, buckets: Sequence[int], present: Sequence[int],
-                     num_features: int) -> list[Sequences]:
+                     num_features: int, values: bool = True) -> list[Sequences]:
         try:
             pf = pq.ParquetFile(path)
             if pf.metadata.num_row_groups != len(present):
@@ -73,12 +73,24 @@ class ParquetFormat:
                 raise ShardError(f"shard {path} has schema {pf.schema_arrow.remove_metadata()}, "
                                  f"expected {expected}")
             index = {b: i for i, b in enumerate(present)}
-            return [self._read_row_group(pf, index[b], path, num_features) if b in index
+            read = self._read_row_group if values else self._read_lengths
+            return [read(pf, index[b], path, num_features) if b in index
                     else Sequences.empty(num_features) for b in buckets]
         except ShardError:
             raise
         except (OSError, pa.ArrowException, ValueError, TypeError, IndexError) as e:
             raise ShardError(f"shard {path} is not a readable seqdata Parquet shard: {e}") from None
+
+    @staticmethod
+    def _read_lengths(pf: pq.ParquetFile, group: int, path: Path,
+                      num_features: int) -> Sequences:
+        table = pf.read_row_group(group, columns=["id", "length"])
+        lengths = table.column("length").to_numpy()
+        if len(lengths) and lengths.min() < 0:
+            raise ShardError(f"shard {path} row group {group} holds negative lengths")
+        offsets = np.zeros(len(lengths) + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return lengths_only(offsets, table.column("id").to_numpy().astype(np.int64, copy=False))
 
     @staticmethod
     def _read_row_group(pf: pq.ParquetFile, group: int, path: Path,

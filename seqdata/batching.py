@@ -1,0 +1,202 @@
+"""Bucketed and padded batches, streamed shard window by shard window.
+
+An epoch visits the shards in a seeded random order, a window of a few shards at a time.
+Each window's sequences join those carried over from earlier windows, are split into
+groups (one per bucket, one per exact length with ``same_length``, or one for all in
+padded mode), shuffled within each group and cut into batches by count or by a budget of
+timesteps; sequences that do not fill a batch are carried to the next window, so only
+the last batch of each group can be short. The window's batches are yielded in a seeded
+random order. Memory is bounded by the window and the carry, not by the dataset.
+
+Every random choice comes from ``default_rng([seed, epoch])``, so the same seed and epoch
+give the same batches in the same order from either format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from seqdata.batch import Batch
+from seqdata.errors import SpecError
+from seqdata.sequences import Sequences, step_index
+
+if TYPE_CHECKING:
+    from seqdata.dataset import Dataset
+
+MODES = ("bucketed", "padded")
+DEFAULT_BATCH_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """How an epoch is cut into batches.
+
+    Args:
+        mode: "bucketed" (each batch from one length bucket) or "padded" (all lengths mixed).
+        batch_size: sequences per batch (default 1000, the seed's, if no budget is given).
+        max_timesteps: instead of a count, a budget: B * L <= max_timesteps per batch.
+        seed, epoch: what every random choice of the epoch is drawn from.
+        shuffle: shuffle shard order, order within groups and batch order (default on).
+        pad_to_bucket: bucketed only: pad every batch to its bucket's upper bound, so that
+            there are only as many distinct shapes as buckets.
+        same_length: bucketed only: every batch holds sequences of one single length.
+        drop_remainder: drop the last, short batch of each group.
+        window_shards: shards read into memory at a time.
+        start: skip (without materializing) the first ``start`` batches of the epoch.
+    """
+
+    mode: str = "bucketed"
+    batch_size: int | None = None
+    max_timesteps: int | None = None
+    seed: int = 0
+    epoch: int = 0
+    shuffle: bool = True
+    pad_to_bucket: bool = False
+    same_length: bool = False
+    drop_remainder: bool = False
+    window_shards: int = 2
+    start: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise SpecError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.batch_size is not None and self.max_timesteps is not None:
+            raise SpecError("give either batch_size or max_timesteps, not both")
+        for name in ("batch_size", "max_timesteps", "window_shards"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise SpecError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("seed", "epoch", "start"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise SpecError(f"{name} must be an integer >= 0, got {value!r}")
+        if self.mode == "padded" and (self.pad_to_bucket or self.same_length):
+            raise SpecError("pad_to_bucket and same_length apply to bucketed mode only")
+
+    @property
+    def size(self) -> int | None:
+        """The batch count, or None when batches are cut by a timestep budget."""
+        if self.max_timesteps is not None:
+            return None
+        return self.batch_size or DEFAULT_BATCH_SIZE
+
+
+def _cut(lengths: np.ndarray, cfg: BatchConfig, pad_to: int) -> list[int]:
+    """Where batches end over sequences of ``lengths`` in order (the stop of each)."""
+    n = len(lengths)
+    if cfg.size is not None or pad_to:
+        per_batch = cfg.size or max(cfg.max_timesteps // pad_to, 1)
+        return [*range(per_batch, n, per_batch), n]
+    budget = cfg.max_timesteps
+    stops, start = [], 0
+    most = budget // max(int(lengths.min(initial=1)), 1) + 1  # no batch holds more
+    while start < n:
+        # (count) * (running max length) only grows, so the batch is a prefix of `window`.
+        window = lengths[start:start + most]
+        fits = np.arange(1, len(window) + 1) * np.maximum.accumulate(window) <= budget
+        start += max(int(fits.sum()), 1)
+        stops.append(start)
+    return stops
+
+
+def _group_parts(parts: list[Sequences], cfg: BatchConfig) -> Iterator[tuple[int, Sequences]]:
+    """(group key, sequences) of one shard's buckets: who may share a batch."""
+    for bucket, part in enumerate(parts):
+        if not len(part):
+            continue
+        if cfg.mode == "padded":
+            yield 0, part
+        elif not cfg.same_length:
+            yield bucket, part
+        else:  # a bucket part is sorted by length: one run per length
+            lengths = part.lengths
+            cuts = np.flatnonzero(np.diff(lengths)) + 1
+            for a, e in zip(np.r_[0, cuts], np.r_[cuts, len(part)], strict=True):
+                yield int(lengths[a]), part.slice(int(a), int(e))
+
+
+def pad(seqs: Sequences, rows: np.ndarray, pad_to: int = 0) -> Batch:
+    """Right-pad sequences ``rows`` of ``seqs`` into a `Batch` (length: own max or pad_to)."""
+    lengths = np.diff(seqs.offsets)[rows]
+    width = max(int(lengths.max(initial=0)), pad_to)
+    mask = np.arange(width) < lengths[:, None]
+    offsets = np.zeros(len(rows) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    src = step_index(seqs.offsets[rows], lengths, offsets)
+    x = np.zeros((len(rows), width, seqs.x.shape[1]), np.float32)
+    y = np.zeros((len(rows), width), np.uint8)
+    x[mask] = seqs.x[src]
+    y[mask] = seqs.y[src]
+    return Batch(x, y, mask, lengths.astype(np.int32), seqs.ids[rows])
+
+
+ShardLoader = Callable[[int], list[Sequences]]  # shard index -> its buckets
+
+
+def plan_batches(num_shards: int, load: ShardLoader, cfg: BatchConfig,
+                 boundaries: tuple[int, ...], num_features: int
+                 ) -> Iterator[tuple[Sequences, np.ndarray, int]]:
+    """The epoch's batches as (group sequences, rows, pad_to), before padding."""
+    rng = np.random.default_rng([cfg.seed, cfg.epoch])
+    order = rng.permutation(num_shards) if cfg.shuffle else np.arange(num_shards)
+    windows = [order[i:i + cfg.window_shards] for i in range(0, num_shards, cfg.window_shards)]
+    carry: dict[int, Sequences] = {}
+    for w, window in enumerate(windows):
+        last = w == len(windows) - 1
+        pools: dict[int, list[Sequences]] = {k: [v] for k, v in carry.items()}
+        for shard in window:
+            for key, part in _group_parts(load(int(shard)), cfg):
+                pools.setdefault(key, []).append(part)
+        carry, pending = {}, []
+        for key in sorted(pools):
+            seqs = Sequences.concat(pools[key], num_features)
+            pad_to = boundaries[key] if cfg.pad_to_bucket else 0
+            rows = rng.permutation(len(seqs)) if cfg.shuffle else np.arange(len(seqs))
+            stops = _cut(seqs.lengths[rows], cfg, pad_to)
+            batches = list(zip([0, *stops[:-1]], stops, strict=True))
+            tail_start = batches[-1][0]
+            # Only a group's last batch may be short: carry it into the next window, and
+            # at the end of the epoch keep it unless asked to drop it. With a budget, the
+            # last batch always counts as short.
+            if cfg.size is None or len(seqs) - tail_start < cfg.size:
+                batches.pop()
+                if not last:
+                    carry[key] = seqs.take(rows[tail_start:])
+                elif not cfg.drop_remainder:
+                    batches.append((tail_start, len(seqs)))
+            pending += [(seqs, rows[a:e], pad_to) for a, e in batches]
+        for i in rng.permutation(len(pending)) if cfg.shuffle else range(len(pending)):
+            yield pending[i]
+
+
+def iter_batches(dataset: Dataset, cfg: BatchConfig) -> Iterator[Batch]:
+    """One epoch of `Batch` objects from ``dataset``."""
+    _check_budget(dataset, cfg)
+    planned = plan_batches(len(dataset.shards), dataset.read_shard, cfg, dataset.boundaries,
+                           dataset.num_features)
+    for k, (seqs, rows, pad_to) in enumerate(planned):
+        if k >= cfg.start:
+            yield pad(seqs, rows, pad_to)
+
+
+def plan_epoch(dataset: Dataset, cfg: BatchConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(ids, lengths) of every batch of the epoch, reading only lengths and ids."""
+    _check_budget(dataset, cfg)
+    planned = plan_batches(len(dataset.shards), lambda i: dataset.read_shard(i, values=False),
+                           cfg, dataset.boundaries, dataset.num_features)
+    return [(seqs.ids[rows], seqs.lengths[rows]) for seqs, rows, _ in planned]
+
+
+def _check_budget(dataset: Dataset, cfg: BatchConfig) -> None:
+    if cfg.max_timesteps is None:
+        return
+    longest = dataset.boundaries[-1] if cfg.pad_to_bucket else dataset.spec.lengths.high
+    if cfg.max_timesteps < longest:
+        raise SpecError(f"max_timesteps must be >= {longest} (the longest "
+                        f"{'padded ' if cfg.pad_to_bucket else ''}sequence), "
+                        f"got {cfg.max_timesteps}")
