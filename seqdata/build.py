@@ -61,10 +61,8 @@ def build_shard(spec: LagSumSpec, chunk: int, fmt: str, boundaries: tuple[int, .
     data = get_format(fmt).encode(seqs, runs, chunk)
     name = shard_name(chunk, fmt)
     write_bytes_atomic(Path(out) / name, data)
-    counts = (cuts - starts).tolist()
-    steps = np.add.reduceat(lengths.astype(np.int64), starts) if len(lengths) else starts
-    steps = [int(steps[b]) if counts[b] else 0 for b in range(len(boundaries))]
-    info = ShardInfo(name, chunk, tuple(counts), tuple(steps), len(data),
+    steps = seqs.offsets[cuts] - seqs.offsets[starts]
+    info = ShardInfo(name, chunk, tuple((cuts - starts).tolist()), tuple(steps.tolist()), len(data),
                      hashlib.sha256(data).hexdigest())
     span = spec.lengths.high - spec.lengths.low + 1
     return info, np.bincount(lengths - spec.lengths.low, minlength=span)

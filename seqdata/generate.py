@@ -1,9 +1,11 @@
 """Vectorized generation of one chunk of a lag-sum dataset.
 
 Chunk ``c`` holds ids ``c*C .. c*C+C-1`` and draws from ``SeedSequence([seed, c])``: first
-the chunk's lengths, then all its values in one block. Sequences are laid out sorted by
-length (ties by id), so that every length bucket is one contiguous run and nothing is
-copied to group them. A sequence's content thus depends on (spec, id) only.
+the lengths of all C ids, then all their values in one block. Sequences are laid out
+sorted by length (ties by id), so that every length bucket is one contiguous run and
+nothing is copied to group them. A last, partial chunk is drawn whole and then cut, so a
+sequence's content depends on (seed, the other spec fields, id) only, not on the number
+of sequences: a dataset of N sequences is a prefix of every larger one.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def generate_chunk(spec: LagSumSpec, chunk: int) -> Sequences:
     if not 0 <= start < stop:
         raise ValueError(f"chunk must be in 0..{spec.num_chunks - 1}, got {chunk}")
     rng = chunk_rng(spec, chunk)
-    lengths = spec.lengths.sample(rng, stop - start)
+    lengths = spec.lengths.sample(rng, spec.chunk_size)
     order = np.argsort(lengths, kind="stable")
     sorted_lengths = lengths[order]
     offsets = np.zeros(len(order) + 1, np.int64)
@@ -68,4 +70,7 @@ def generate_chunk(spec: LagSumSpec, chunk: int) -> Sequences:
     if spec.seed_compat_leak:
         # The seed's `y = x[:, :, 0]` is a view: its in-place sum overwrites feature 0.
         x[:, 0] = sums
-    return Sequences(x, y, offsets, order.astype(np.int64) + start)
+    seqs = Sequences(x, y, offsets, order.astype(np.int64) + start)
+    if stop - start < spec.chunk_size:
+        seqs = seqs.take(np.flatnonzero(order < stop - start))
+    return seqs

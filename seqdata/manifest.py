@@ -9,6 +9,7 @@ the field, the value found and what was expected.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from seqdata.atomic import write_bytes_atomic
-from seqdata.buckets import check_boundaries
+from seqdata.buckets import bucket_lower_bounds, check_boundaries
 from seqdata.errors import ManifestError, SeqdataError
 from seqdata.formats import FORMAT_NAMES, SUFFIXES
 from seqdata.spec import LagSumSpec
@@ -101,7 +102,18 @@ class Manifest:
                                  "counts": list(self.length_counts)},
             "shards": [s.to_dict() for s in self.shards],
         }
+        doc["checksum"] = checksum(doc)
         return json.dumps(doc, indent=1) + "\n"
+
+
+def checksum(doc: dict[str, Any]) -> str:
+    """SHA-256 of the manifest's canonical JSON without its ``checksum`` field.
+
+    It makes any damage to the manifest itself detectable, a changed seed included.
+    """
+    body = {k: v for k, v in doc.items() if k != "checksum"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> Path:
@@ -183,6 +195,10 @@ def _parse(doc: Any, root: Path) -> Manifest:
     if version != MANIFEST_VERSION:
         raise ManifestError(f"manifest_version is {version}, this seqdata reads version "
                             f"{MANIFEST_VERSION}")
+    found = _get(doc, "checksum", str)
+    if found != checksum(doc):
+        raise ManifestError("checksum does not match the manifest's content: the manifest "
+                            "is damaged or was edited")
     kind = _get(doc, "kind", str)
     if kind != KIND:
         raise ManifestError(f"kind is {kind!r}, expected {KIND!r}")
@@ -228,7 +244,7 @@ def _parse(doc: Any, root: Path) -> Manifest:
         if _get(s, "num_timesteps", int, where) != info.num_timesteps:
             raise ManifestError(f"{where}num_timesteps is {s['num_timesteps']}, its buckets "
                                 f"sum to {info.num_timesteps}")
-        lo = [spec.lengths.low, *(b + 1 for b in boundaries[:-1])]
+        lo = bucket_lower_bounds(boundaries, spec.lengths.low)
         for b, (n, t) in enumerate(zip(info.bucket_sequences, info.bucket_timesteps, strict=True)):
             if not n * lo[b] <= t <= n * boundaries[b]:
                 raise ManifestError(f"{where}bucket {b} has {n} sequences and {t} timesteps, "

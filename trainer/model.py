@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -20,6 +19,7 @@ import keras
 import numpy as np
 
 from trainer.errors import ModelFileError
+from trainer.files import atomic_path
 
 NUM_CLASSES = 2
 MASKED_ACCURACY = "masked_accuracy"
@@ -141,18 +141,10 @@ def load_model(path: str | os.PathLike[str], *, compile: bool = True) -> keras.M
 
 
 def save_model(model: keras.Model, path: str | os.PathLike[str]) -> Path:
-    """Save to ``path`` atomically: a temporary file in the same folder, then `os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    try:
+    """Save to ``path`` atomically (a temporary file in the same folder, then replace)."""
+    with atomic_path(path) as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def num_features_of(model: keras.Model) -> int:

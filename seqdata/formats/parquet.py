@@ -73,21 +73,25 @@ class ParquetFormat:
                 raise ShardError(f"shard {path} has schema {pf.schema_arrow.remove_metadata()}, "
                                  f"expected {expected}")
             index = {b: i for i, b in enumerate(present)}
-            read = self._read_row_group if values else self._read_lengths
-            return [read(pf, index[b], path, num_features) if b in index
-                    else Sequences.empty(num_features) for b in buckets]
+            if values:
+                return [self._read_row_group(pf, index[b], path, num_features) if b in index
+                        else Sequences.empty(num_features) for b in buckets]
+            return [self._read_lengths(pf, index[b], b, path) if b in index
+                    else Sequences.empty(0) for b in buckets]
         except ShardError:
             raise
         except (OSError, pa.ArrowException, ValueError, TypeError, IndexError) as e:
             raise ShardError(f"shard {path} is not a readable seqdata Parquet shard: {e}") from None
 
     @staticmethod
-    def _read_lengths(pf: pq.ParquetFile, group: int, path: Path,
-                      num_features: int) -> Sequences:
-        table = pf.read_row_group(group, columns=["id", "length"])
+    def _read_lengths(pf: pq.ParquetFile, group: int, bucket: int, path: Path) -> Sequences:
+        table = pf.read_row_group(group, columns=["id", "length", "bucket"])
         lengths = table.column("length").to_numpy()
         if len(lengths) and lengths.min() < 0:
             raise ShardError(f"shard {path} row group {group} holds negative lengths")
+        if np.any(table.column("bucket").to_numpy() != bucket):
+            raise ShardError(f"shard {path} row group {group} holds rows of buckets other "
+                             f"than {bucket}")
         offsets = np.zeros(len(lengths) + 1, np.int64)
         np.cumsum(lengths, out=offsets[1:])
         return lengths_only(offsets, table.column("id").to_numpy().astype(np.int64, copy=False))

@@ -1,0 +1,5 @@
+import sys
+
+from seqdata.cli import main
+
+sys.exit(main())

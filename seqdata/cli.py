@@ -1,0 +1,238 @@
+"""The ``seqdata`` command: generate, inspect and verify datasets.
+
+Thin: parse, call one library function, report. Every user mistake is one line on
+stderr and exit status 2; verify exits 1 when it finds damage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
+
+from seqdata.buckets import expected_padding, parse_boundaries
+from seqdata.errors import SeqdataError
+from seqdata.formats import FORMAT_NAMES
+from seqdata.manifest import padding_fraction
+from seqdata.spec import DEFAULT_CHUNK_SIZE, LagSumSpec, LogNormalLengths, UniformLengths
+
+EXIT_OK, EXIT_DAMAGED, EXIT_USAGE = 0, 1, 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def bounded_int(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"in {low}..{high}"
+            raise argparse.ArgumentTypeError(f"expected an integer {bound}, got {value}")
+        return value
+    return parse
+
+
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def add_generate_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``seqdata generate`` (shared with scripts/generate.py)."""
+    p.add_argument("out", type=Path, help="output directory (created; must be empty)")
+    p.add_argument("--format", choices=FORMAT_NAMES, default="hdf5", help="shard format")
+    p.add_argument("--num-sequences", type=bounded_int(1), default=100_000, metavar="N")
+    p.add_argument("--seed", type=bounded_int(0, 2**63 - 1), default=0, metavar="S")
+    p.add_argument("--num-features", type=bounded_int(1, 4096), default=5, metavar="F")
+    p.add_argument("--window", type=bounded_int(1, 4096), default=5, metavar="K",
+                   help="past timesteps the label sums (K <= F)")
+    p.add_argument("--threshold", type=finite_float, default=2.5)
+    p.add_argument("--lengths", choices=("uniform", "lognormal"), default="uniform",
+                   help="length distribution (default uniform 10..99, the seed's)")
+    p.add_argument("--min-length", type=bounded_int(1), default=None)
+    p.add_argument("--max-length", type=bounded_int(1), default=None)
+    p.add_argument("--length-median", type=finite_float, default=None,
+                   help="lognormal only (default 40)")
+    p.add_argument("--length-sigma", type=finite_float, default=None,
+                   help="lognormal only (default 0.6)")
+    p.add_argument("--chunk-size", type=bounded_int(1), default=DEFAULT_CHUNK_SIZE,
+                   help="sequences per chunk and shard")
+    p.add_argument("--seed-compat-leak", action="store_true",
+                   help="reproduce the seed's aliasing bug: feature 0 holds the lag sum")
+    buckets = p.add_mutually_exclusive_group()
+    buckets.add_argument("--boundaries", type=str, default=None, metavar="B1,B2,...",
+                         help="inclusive upper length of each bucket")
+    buckets.add_argument("--num-buckets", type=bounded_int(1, 4096), default=None,
+                         help="number of buckets (boundaries minimise padding); default: "
+                              "the fewest buckets with at most 2%% expected padding")
+    p.add_argument("--workers", type=bounded_int(1, 1024), default=1,
+                   help="local worker processes")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the seqdata dataset already in OUT")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def spec_from_args(args: argparse.Namespace) -> LagSumSpec:
+    low = 10 if args.min_length is None else args.min_length
+    if args.lengths == "uniform":
+        if args.length_median is not None or args.length_sigma is not None:
+            raise SeqdataError("--length-median and --length-sigma go with --lengths lognormal")
+        lengths = UniformLengths(low, 99 if args.max_length is None else args.max_length)
+    else:
+        defaults = LogNormalLengths()
+        lengths = LogNormalLengths(
+            defaults.median if args.length_median is None else args.length_median,
+            defaults.sigma if args.length_sigma is None else args.length_sigma,
+            low, defaults.high if args.max_length is None else args.max_length)
+    return LagSumSpec(num_features=args.num_features, window=args.window,
+                      threshold=args.threshold, lengths=lengths,
+                      num_sequences=args.num_sequences, seed=args.seed,
+                      chunk_size=args.chunk_size, seed_compat_leak=args.seed_compat_leak)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from seqdata.build import build_dataset
+
+    spec = spec_from_args(args)
+    boundaries = None if args.boundaries is None else parse_boundaries(args.boundaries)
+    manifest = build_dataset(args.out, spec, args.format, boundaries, args.num_buckets,
+                             args.workers, args.overwrite, progress=not args.quiet)
+    leak = " (LEAKY: --seed-compat-leak)" if manifest.leaky else ""
+    print(f"wrote {manifest.num_sequences:,} sequences ({manifest.num_timesteps:,} timesteps) "
+          f"in {len(manifest.shards)} {manifest.format} shards, {len(manifest.boundaries)} "
+          f"buckets, to {args.out}{leak}")
+    return EXIT_OK
+
+
+def histogram_lines(min_length: int, counts: Sequence[int], rows: int = 16,
+                    width: int = 40) -> list[str]:
+    """A text bar chart of a length histogram, in at most ``rows`` bins."""
+    counts = np.asarray(counts)
+    nz = np.flatnonzero(counts)
+    if not len(nz):
+        return []
+    counts = counts[: nz[-1] + 1]
+    step = -(-len(counts) // rows)
+    binned = np.add.reduceat(counts, np.arange(0, len(counts), step))
+    top = binned.max()
+    lines = []
+    for i, c in enumerate(binned):
+        lo = min_length + i * step
+        hi = min(lo + step - 1, min_length + len(counts) - 1)
+        label = f"{lo}..{hi}" if hi > lo else f"{lo}"
+        lines.append(f"  {label:>11} {'#' * round(width * c / top):<{width}} {c:,}")
+    return lines
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from seqdata.dataset import open_dataset
+
+    ds = open_dataset(args.dir)
+    m = ds.manifest
+    spec = m.spec
+    seqs, steps = m.bucket_sequences, m.bucket_timesteps
+    pad = padding_fraction(seqs, steps, m.boundaries)
+    total_pad = 1.0 - m.num_timesteps / float(np.dot(seqs, m.boundaries))
+    if args.json:
+        print(json.dumps({
+            "path": str(ds.root), "format": m.format, "spec": spec.to_dict(), "leaky": m.leaky,
+            "num_shards": len(m.shards), "num_sequences": m.num_sequences,
+            "num_timesteps": m.num_timesteps, "boundaries": list(m.boundaries),
+            "bucket_sequences": seqs.tolist(), "bucket_timesteps": steps.tolist(),
+            "bucket_padding": [None if np.isnan(v) else float(v) for v in pad],
+            "padding": total_pad}, indent=1))
+        return EXIT_OK
+    lengths = spec.lengths
+    dist = (f"uniform {lengths.low}..{lengths.high}" if lengths.kind == "uniform" else
+            f"lognormal median {lengths.median} sigma {lengths.sigma} clipped to "
+            f"{lengths.low}..{lengths.high}")
+    size = sum(s.size for s in m.shards)
+    out = [f"dataset    {ds.root} ({m.format}, {len(m.shards)} shards, {size / 1e6:.1f} MB)",
+           f"spec       {spec.num_features} features, window {spec.window}, threshold "
+           f"{spec.threshold}, lengths {dist}, seed {spec.seed}, chunk size {spec.chunk_size}"]
+    if m.leaky:
+        out.append("LEAKY      built with --seed-compat-leak: feature 0 holds the lag sum, so "
+                   "the label leaks into the input")
+    out += [f"sequences  {m.num_sequences:,}   timesteps {m.num_timesteps:,}   mean length "
+            f"{m.num_timesteps / m.num_sequences:.1f}",
+            f"buckets    {len(m.boundaries)}; padding if padded to bucket bounds: "
+            f"{total_pad:.2%} (expected from the distribution: "
+            f"{expected_padding(lengths.pmf(), lengths.low, m.boundaries):.2%})",
+            f"  {'bucket':>6} {'lengths':>11} {'sequences':>11} {'timesteps':>13} {'padding':>8}"]
+    lows = [lengths.low, *(b + 1 for b in m.boundaries[:-1])]
+    for b, (lo, hi) in enumerate(zip(lows, m.boundaries, strict=True)):
+        frac = "-" if np.isnan(pad[b]) else f"{pad[b]:.1%}"
+        out.append(f"  {b:>6} {f'{lo}..{hi}':>11} {seqs[b]:>11,} {steps[b]:>13,} {frac:>8}")
+    out.append(f"length histogram ({lengths.low}..{lengths.high}):")
+    out += histogram_lines(lengths.low, m.length_counts)
+    print("\n".join(out))
+    return EXIT_OK
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from seqdata.verify import verify_dataset
+
+    report = verify_dataset(args.dir, labels=args.labels, progress=not args.quiet)
+    checked = "hashes, schema, counts" + (" and labels" if args.labels else "")
+    if report.leaky:
+        print(f"{args.dir}: LEAKY dataset (--seed-compat-leak): feature 0 holds the lag sum")
+    if report.ok:
+        print(f"{args.dir}: OK ({report.num_shards} shards; checked {checked})")
+        return EXIT_OK
+    for problem in report.problems:
+        print(f"BAD {args.dir / problem.shard}: {problem.message}")
+    print(f"{args.dir}: {len(report.bad_shards)} of {report.num_shards} shards damaged",
+          file=sys.stderr)
+    return EXIT_DAMAGED
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="seqdata", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    gen = sub.add_parser("generate", help="generate a lag-sum dataset as bucketed shards")
+    add_generate_arguments(gen)
+    gen.set_defaults(run=run_generate)
+    ins = sub.add_parser("inspect", help="show a dataset's spec, counts, buckets, histogram")
+    ins.add_argument("dir", type=Path)
+    ins.add_argument("--json", action="store_true", help="machine-readable summary")
+    ins.set_defaults(run=run_inspect)
+    ver = sub.add_parser("verify", help="check every shard against the manifest")
+    ver.add_argument("dir", type=Path)
+    ver.add_argument("--labels", action="store_true", help="also recompute every label from x")
+    ver.add_argument("--quiet", action="store_true", help="no progress bar")
+    ver.set_defaults(run=run_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except SeqdataError as e:
+        print(f"seqdata {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"seqdata {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Keras callbacks: per-epoch throughput and padding, and the run's records."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import keras
+
+from trainer.data import BatchStream
+from trainer.history import Row, ScalarWriter, write_history_csv
+from trainer.model import save_model
+from trainer.run_dir import RunDir
+
+
+class EpochStats(keras.callbacks.Callback):
+    """Adds ``timesteps_per_sec`` (real steps), ``padding_fraction`` and ``seconds`` to
+    each epoch's logs, from the stats the stream kept for that epoch's batches.
+
+    Keras epoch ``k`` (0-based, counting resumed epochs) consumes stream batches
+    ``k * steps_per_epoch .. (k + 1) * steps_per_epoch - 1``.
+    """
+
+    def __init__(self, stream: BatchStream, steps_per_epoch: int) -> None:
+        super().__init__()
+        self.stream = stream
+        self.steps_per_epoch = steps_per_epoch
+        self._start = self._last = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._start = self._last = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._last = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if logs is None:
+            return
+        first = epoch * self.steps_per_epoch
+        real, total = self.stream.take_stats(first, first + self.steps_per_epoch)
+        seconds = max(self._last - self._start, 1e-9)
+        logs["timesteps_per_sec"] = real / seconds
+        logs["padding_fraction"] = 1.0 - real / total if total else 0.0
+        logs["seconds"] = seconds
+
+
+def format_row(row: Row, epochs: int) -> str:
+    """One human line for an epoch's row."""
+    parts = [f"epoch {int(row['epoch'])}/{epochs}:"]
+    for key in ("loss", "masked_accuracy", "val_loss", "val_masked_accuracy"):
+        if key in row:
+            parts.append(f"{key} {row[key]:.4f}")
+    if "timesteps_per_sec" in row:
+        parts.append(f"{row['timesteps_per_sec']:,.0f} real timesteps/s")
+    if "padding_fraction" in row:
+        parts.append(f"padding {100 * row['padding_fraction']:.1f}%")
+    return ", ".join(parts[:1]) + " " + ", ".join(parts[1:])
+
+
+class RunRecorder(keras.callbacks.Callback):
+    """After each epoch: history.csv, metrics.json (via ``write_metrics``), TensorBoard
+    scalars, then a checkpoint (the latest ``keep`` kept), and a printed summary line.
+
+    History is written before the checkpoint, so a checkpoint's epoch always has its row.
+    """
+
+    def __init__(self, run: RunDir, rows: list[Row], epochs: int,
+                 write_metrics: Callable[[list[Row]], None], *, keep: int = 3,
+                 echo: Callable[[str], None] = print) -> None:
+        super().__init__()
+        self.run = run
+        self.rows = rows
+        self.epochs = epochs
+        self.write_metrics = write_metrics
+        self.keep = keep
+        self.echo = echo
+        self.scalars = ScalarWriter(run.logs)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        row: Row = {"epoch": float(epoch + 1)}
+        row.update({k: float(v) for k, v in (logs or {}).items()
+                    if isinstance(v, int | float) or getattr(v, "shape", None) == ()})
+        self.rows.append(row)
+        write_history_csv(self.rows, self.run.history)
+        self.write_metrics(self.rows)
+        self.scalars.write(row)
+        save_model(self.model, self.run.checkpoint(epoch + 1))
+        self.run.prune_checkpoints(self.keep)
+        self.echo(format_row(row, self.epochs))
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self.scalars.close()

@@ -1,0 +1,106 @@
+"""Per-epoch history rows: history.csv, TensorBoard scalars and curves.png."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from trainer.files import atomic_path, write_text_atomic
+
+Row = dict[str, float]
+
+FIRST_COLUMNS = ("epoch", "loss", "masked_accuracy", "val_loss", "val_masked_accuracy",
+                 "timesteps_per_sec", "padding_fraction", "seconds")
+
+
+def columns_of(rows: Sequence[Row]) -> list[str]:
+    """The known columns in a fixed order, then any others sorted."""
+    present = {key for row in rows for key in row}
+    return ([c for c in FIRST_COLUMNS if c in present]
+            + sorted(present.difference(FIRST_COLUMNS)))
+
+
+def write_history_csv(rows: Sequence[Row], path: str | os.PathLike[str]) -> None:
+    """Write the rows as CSV (atomically); missing values are empty cells."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns_of(rows), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (int(v) if k == "epoch" else repr(float(v)))
+                         for k, v in row.items()})
+    write_text_atomic(path, out.getvalue())
+
+
+def read_history_csv(path: str | os.PathLike[str]) -> list[Row]:
+    """Rows of a history.csv (empty cells dropped); [] if the file does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)}
+                for row in csv.DictReader(handle)]
+
+
+class ScalarWriter:
+    """Per-epoch TensorBoard scalars under ``log_dir/train`` and ``log_dir/validation``.
+
+    Written with ``tf.summary.write`` and the scalars plugin's metadata, which needs only
+    TensorFlow (Keras' TensorBoard callback needs the tensorboard package).
+    """
+
+    def __init__(self, log_dir: str | os.PathLike[str]) -> None:
+        import tensorflow as tf
+        from tensorflow.core.framework import summary_pb2
+
+        self._tf = tf
+        self._metadata = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+        self._writers = {name: tf.summary.create_file_writer(str(Path(log_dir) / name))
+                         for name in ("train", "validation")}
+
+    def write(self, row: Row) -> None:
+        """Write one epoch's row; ``val_*`` keys go to validation/ as ``epoch_*``."""
+        step = int(row["epoch"])
+        for key, value in row.items():
+            if key == "epoch" or not math.isfinite(value):
+                continue
+            split, name = (("validation", key[4:]) if key.startswith("val_")
+                           else ("train", key))
+            with self._writers[split].as_default():
+                self._tf.summary.write(f"epoch_{name}", self._tf.constant(value, "float32"),
+                                       step=step, metadata=self._metadata)
+        for writer in self._writers.values():
+            writer.flush()
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+
+
+def plot_curves(rows: Sequence[Row], path: str | os.PathLike[str]) -> None:
+    """Loss and masked accuracy per epoch, train and validation, as a PNG (atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    epochs = [row["epoch"] for row in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for ax, metric, title in ((axes[0], "loss", "loss (masked cross-entropy)"),
+                              (axes[1], "masked_accuracy", "masked accuracy")):
+        for prefix, label in (("", "train"), ("val_", "validation")):
+            points = [(e, row[prefix + metric]) for e, row in zip(epochs, rows, strict=True)
+                      if prefix + metric in row]
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", label=label)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,86 @@
+"""Evaluation (masked loss and accuracy) and prediction on sequences of any length."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from trainer.data import BatchOptions, BatchSource, BatchStream, to_tf_dataset
+from trainer.model import (
+    MASKED_ACCURACY,
+    MASKED_LOSS,
+    class1_probability,
+    compile_model,
+    num_features_of,
+)
+
+DEFAULT_BATCH_SIZE = 256
+
+
+def evaluate(model: keras.Model, source: BatchSource,
+             options: BatchOptions | None = None) -> dict[str, float]:
+    """Masked loss and accuracy over one pass of ``source``.
+
+    Both are means over real timesteps only (the whole pass, not per batch). The model is
+    re-compiled with those metrics; its weights are unchanged.
+
+    Returns:
+        ``{"loss": ..., "masked_accuracy": ..., "num_sequences": ..., "num_timesteps": ...}``
+    """
+    options = options or BatchOptions(mode="padded", batch_size=DEFAULT_BATCH_SIZE)
+    compile_model(model, with_masked_loss=True)
+    stream = BatchStream(source, options, repeat=False)
+    steps = stream.epoch_size(0)
+    result = model.evaluate(to_tf_dataset(stream, num_features_of(model)), steps=steps,
+                            verbose=0, return_dict=True)
+    real, _ = stream.take_stats(0, steps)
+    return {"loss": float(result[MASKED_LOSS]),
+            "masked_accuracy": float(result[MASKED_ACCURACY]),
+            "num_sequences": int(getattr(source, "num_sequences", -1)),
+            "num_timesteps": real}
+
+
+def predict_array(model: keras.Model, x: np.ndarray,
+                  batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+    """Probability of class 1 for each timestep of equal-length sequences.
+
+    Args:
+        x: float (L, F) for one sequence or (B, L, F); any L >= 1.
+
+    Returns:
+        float32 (L,) or (B, L).
+    """
+    single = x.ndim == 2
+    batch = x[None] if single else x
+    parts = [_predict_batch(model, batch[i:i + batch_size])
+             for i in range(0, len(batch), batch_size)]
+    out = (np.concatenate(parts) if parts
+           else np.zeros(batch.shape[:2], np.float32))
+    return out[0] if single else out
+
+
+def predict_dataset(model: keras.Model, source: BatchSource,
+                    batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+    """Per-timestep probability of class 1 for every sequence of a dataset.
+
+    Returns:
+        float32 (N, max_length): row ``i`` is the sequence with the i-th smallest id;
+        steps past a sequence's length are NaN.
+    """
+    options = BatchOptions(mode="padded", batch_size=batch_size)
+    parts = [(b.ids, np.where(b.mask, _predict_batch(model, b.x), np.float32(np.nan)))
+             for b in source.batches(**options.kwargs(epoch=0))]
+    ids = np.concatenate([i for i, _ in parts]) if parts else np.zeros(0, np.int64)
+    row_of = np.empty(len(ids), np.int64)
+    row_of[np.argsort(ids, kind="stable")] = np.arange(len(ids))
+    out = np.full((len(ids), max((p.shape[1] for _, p in parts), default=0)), np.nan,
+                  dtype=np.float32)
+    start = 0
+    for batch_ids, probs in parts:
+        out[row_of[start:start + len(batch_ids)], :probs.shape[1]] = probs
+        start += len(batch_ids)
+    return out
+
+
+def _predict_batch(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    return class1_probability(model.predict_on_batch(np.asarray(x, dtype=np.float32)))

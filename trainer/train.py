@@ -1,0 +1,177 @@
+"""Training runs: fit the model on a dataset into a run directory, resumably."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from trainer.callbacks import EpochStats, RunRecorder
+from trainer.data import BatchOptions, BatchSource, BatchStream, to_tf_dataset
+from trainer.errors import RunDirError, TrainerError
+from trainer.files import write_json_atomic
+from trainer.history import Row, plot_curves, read_history_csv
+from trainer.model import ModelConfig, build_model, compile_model, load_model, save_model
+from trainer.run_dir import RunDir
+
+RESUMABLE_KEYS_IGNORED = ("epochs",)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run, except the data itself.
+
+    Args:
+        batching: how training batches are made (its seed also seeds the weights).
+        epochs: total epochs of the run (a resumed run continues up to it).
+        steps_per_epoch: batches per epoch; None is one pass over the data. More than one
+            pass continues into the next data epoch's batches.
+        model: the model and optimizer settings.
+        checkpoints_kept: how many of the latest checkpoints to keep.
+
+    >>> TrainConfig(BatchOptions(batch_size=32), epochs=2).epochs
+    2
+    """
+
+    batching: BatchOptions
+    epochs: int = 1
+    steps_per_epoch: int | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    checkpoints_kept: int = 3
+
+    def __post_init__(self) -> None:
+        for name, value in (("epochs", self.epochs), ("steps_per_epoch", self.steps_per_epoch),
+                            ("checkpoints_kept", self.checkpoints_kept)):
+            if value is None and name == "steps_per_epoch":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as saved in RUN/config.json."""
+        return {"batching": self.batching.to_dict(), "epochs": self.epochs,
+                "steps_per_epoch": self.steps_per_epoch, "model": self.model.to_dict(),
+                "checkpoints_kept": self.checkpoints_kept}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a run produced."""
+
+    run: RunDir
+    history: list[Row]
+    initial_epoch: int
+
+
+def validation_options(batching: BatchOptions) -> BatchOptions:
+    """Batches for validation: the training sizes, all lengths mixed, one fixed order."""
+    return replace(batching, same_length=False, drop_remainder=False)
+
+
+def _check_resumable(saved: dict[str, Any], config: TrainConfig, data: dict[str, Any],
+                     run: RunDir) -> None:
+    new = {"train": config.to_dict(), "data": data}
+    old = {"train": saved.get("train"), "data": saved.get("data")}
+    for key in RESUMABLE_KEYS_IGNORED:
+        for cfg in (new["train"], old["train"]):
+            if isinstance(cfg, dict):
+                cfg.pop(key, None)
+    if new != old:
+        diff = _differences(old, new)
+        raise RunDirError(f"cannot resume {run.root}: options differ from its config.json "
+                          f"({diff}); resume with the same options (only --epochs may change)")
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        parts = [_differences(old.get(k), new.get(k), f"{prefix}{k}.")
+                 for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        return "; ".join(parts)
+    return f"{prefix.rstrip('.')}: was {old!r}, now {new!r}"
+
+
+def _start_state(run: RunDir, config: TrainConfig, num_features: int,
+                 resume: bool) -> tuple[keras.Model, int, list[Row]]:
+    latest = run.latest_checkpoint() if resume else None
+    if latest is None:
+        keras.utils.set_random_seed(config.batching.seed)
+        model = compile_model(build_model(num_features, config.model),
+                              config.model.learning_rate)
+        return model, 0, []
+    epoch, path = latest
+    model = load_model(path, compile=True)
+    model.jit_compile = False
+    rows = [row for row in read_history_csv(run.history) if row.get("epoch", 0) <= epoch]
+    return model, epoch, rows
+
+
+def train(run_root: str | os.PathLike[str], config: TrainConfig, source: BatchSource, *,
+          num_features: int, validation: BatchSource | None = None,
+          data: dict[str, Any] | None = None, resume: bool = False, overwrite: bool = False,
+          verbose: int | str = "auto", echo: Callable[[str], None] = print) -> TrainResult:
+    """Train into ``run_root``: config.json, per-epoch history/metrics/logs/checkpoints,
+    then model.keras and curves.png.
+
+    Args:
+        run_root: the run directory (new or empty, or see ``resume``/``overwrite``).
+        config: the training configuration.
+        source: the training data.
+        num_features: F of the data.
+        validation: optional held-out data, evaluated after each epoch.
+        data: a JSON-ready description of the data (paths), recorded and checked on resume.
+        resume: continue a run from its latest checkpoint (same options; epochs may grow).
+        overwrite: delete a previous run's artifacts first.
+        verbose: Keras progress output (0, 1, 2 or "auto").
+        echo: where to print the per-epoch summary lines.
+    """
+    run = RunDir(Path(run_root))
+    data = dict(data or {})
+    run.prepare(resume=resume, overwrite=overwrite)
+    if resume and run.config.is_file():
+        _check_resumable(run.read_config(), config, data, run)
+    write_json_atomic(run.config, {"train": config.to_dict(), "data": data})
+
+    model, initial_epoch, rows = _start_state(run, config, num_features, resume)
+    steps = config.steps_per_epoch or BatchStream(source, config.batching).epoch_size(0)
+    if initial_epoch:
+        echo(f"resuming {run.root} after epoch {initial_epoch} of {config.epochs}")
+
+    def write_metrics(history: list[Row], complete: bool = False) -> None:
+        write_json_atomic(run.metrics, {
+            "complete": complete, "epochs": config.epochs,
+            "epochs_completed": int(history[-1]["epoch"]) if history else 0,
+            "steps_per_epoch": steps, "final": history[-1] if history else {},
+            "history": history, "config": config.to_dict(), "data": data,
+            "model": run.model.name if complete else None,
+            "logs": run.logs.name, "checkpoints": run.checkpoints.name})
+
+    if initial_epoch < config.epochs:
+        stream = BatchStream(source, config.batching, start=initial_epoch * steps)
+        val_stream = (BatchStream(validation, validation_options(config.batching), repeat=False)
+                      if validation is not None else None)
+        callbacks = [EpochStats(stream, steps),
+                     RunRecorder(run, rows, config.epochs, write_metrics,
+                                 keep=config.checkpoints_kept, echo=echo)]
+        try:
+            model.fit(to_tf_dataset(stream, num_features), epochs=config.epochs,
+                      initial_epoch=initial_epoch, steps_per_epoch=steps, shuffle=False,
+                      validation_data=(to_tf_dataset(val_stream, num_features)
+                                       if val_stream is not None else None),
+                      callbacks=callbacks, verbose=verbose)
+        except tf.errors.OpError as exc:
+            for failed in (stream, val_stream):
+                if failed is not None and failed.error is not None:
+                    raise failed.error from exc
+            raise
+        if len(rows) < config.epochs:
+            raise TrainerError(f"training stopped after epoch {len(rows)} of {config.epochs}: "
+                               "the data ran out of batches")
+    save_model(model, run.model)
+    plot_curves(rows, run.curves)
+    write_metrics(rows, complete=True)
+    return TrainResult(run, rows, initial_epoch)
