@@ -7,7 +7,10 @@ write (disk full, permission denied) removes its temporary file and says what fa
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import mmap
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from seqdata.errors import OutputError
@@ -27,17 +30,45 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_bytes_atomic(path: Path, data: bytes | memoryview) -> None:
-    """Write ``data`` to ``path`` so that ``path`` never holds a partial file."""
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it is fsynced and renamed to ``path``.
+
+    On any error the temporary file is removed; OS errors become an OutputError naming
+    ``path`` (disk full, permission denied, ...).
+    """
     tmp = temporary_path(path)
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
+        fsync_file(tmp)
         os.replace(tmp, path)
         fsync_dir(path.parent)
-    except OSError as e:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
+        if isinstance(e, OSError):
+            raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
+        raise
+
+
+def write_bytes_atomic(path: Path, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``path`` so that ``path`` never holds a partial file."""
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, hashed from a memory map (no copies)."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return hashlib.sha256(b"").hexdigest()
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            return hashlib.sha256(view).hexdigest()

@@ -7,7 +7,6 @@ written last: a directory without one is an unfinished build, never a wrong data
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 import os
 import re
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seqdata.atomic import TMP_SUFFIX, write_bytes_atomic
+from seqdata.atomic import TMP_SUFFIX, atomic_output, file_sha256
 from seqdata.buckets import auto_boundaries, check_boundaries, optimal_boundaries
 from seqdata.errors import OutputError, SpecError
 from seqdata.formats import SUFFIXES, get_format
@@ -58,12 +57,13 @@ def build_shard(spec: LagSumSpec, chunk: int, fmt: str, boundaries: tuple[int, .
     starts = np.concatenate(([0], cuts[:-1]))
     runs = [(b, int(a), int(e)) for b, (a, e) in enumerate(zip(starts, cuts, strict=True))
             if e > a]
-    data = get_format(fmt).encode(seqs, runs, chunk)
     name = shard_name(chunk, fmt)
-    write_bytes_atomic(Path(out) / name, data)
+    with atomic_output(Path(out) / name) as tmp:
+        get_format(fmt).write(tmp, seqs, runs, chunk)
+        size, digest = tmp.stat().st_size, file_sha256(tmp)
     steps = seqs.offsets[cuts] - seqs.offsets[starts]
-    info = ShardInfo(name, chunk, tuple((cuts - starts).tolist()), tuple(steps.tolist()), len(data),
-                     hashlib.sha256(data).hexdigest())
+    info = ShardInfo(name, chunk, tuple((cuts - starts).tolist()), tuple(steps.tolist()), size,
+                     digest)
     span = spec.lengths.high - spec.lengths.low + 1
     return info, np.bincount(lengths - spec.lengths.low, minlength=span)
 

@@ -5,12 +5,12 @@ Problems are collected, not raised, so that one run names every bad shard.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from seqdata.atomic import file_sha256
 from seqdata.buckets import bucket_lower_bounds
 from seqdata.dataset import Dataset
 from seqdata.errors import ShardError
@@ -18,8 +18,6 @@ from seqdata.generate import labels_from_sums, lag_sums
 from seqdata.manifest import ShardInfo, read_manifest
 from seqdata.progress import Progress
 from seqdata.sequences import Sequences
-
-READ_BLOCK = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -45,14 +43,6 @@ class VerifyReport:
     @property
     def bad_shards(self) -> list[str]:
         return sorted({p.shard for p in self.problems})
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(READ_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_dataset(path: Path | str, labels: bool = False,

@@ -1,9 +1,8 @@
 """Shard formats, keyed by the manifest's ``format`` field.
 
-Each format turns the sequences of one chunk, grouped by bucket, into the bytes of one
-shard file, and reads buckets of a shard back as `Sequences`. Encoding goes to memory,
-so that the bytes are hashed once and published atomically. h5py and pyarrow are
-imported only when their format is first used.
+Each format writes the sequences of one chunk, grouped by bucket, as one shard file
+(to a temporary path that the caller publishes atomically), and reads buckets of a shard
+back as `Sequences`. h5py and pyarrow are imported only when their format is first used.
 """
 
 from __future__ import annotations
@@ -27,8 +26,8 @@ class ShardFormat(Protocol):
     name: str
     suffix: str
 
-    def encode(self, seqs: Sequences, runs: Sequence[BucketRun], chunk: int) -> bytes:
-        """The bytes of a shard holding ``seqs``, one group per non-empty bucket run."""
+    def write(self, path: Path, seqs: Sequences, runs: Sequence[BucketRun], chunk: int) -> None:
+        """Write a shard holding ``seqs`` to ``path``, one group per non-empty bucket run."""
         ...
 
     def read_buckets(self, path: Path, buckets: Sequence[int], present: Sequence[int],

@@ -30,10 +30,10 @@ class Hdf5Format:
     name = "hdf5"
     suffix = ".h5"
 
-    def encode(self, seqs: Sequences, runs: Sequence[BucketRun], chunk: int) -> bytes:
-        # The core driver builds the file in memory; track_times=False keeps bytes
-        # reproducible (HDF5 would otherwise stamp creation times into object headers).
-        with h5py.File(f"shard-{chunk}.h5", "w", driver="core", backing_store=False) as f:
+    def write(self, path: Path, seqs: Sequences, runs: Sequence[BucketRun], chunk: int) -> None:
+        # track_times=False keeps the bytes reproducible (HDF5 would otherwise stamp
+        # creation times into object headers).
+        with h5py.File(path, "w") as f:
             f.attrs["seqdata_format_version"] = SHARD_VERSION
             f.attrs["chunk"] = chunk
             f.attrs["num_features"] = seqs.x.shape[1]
@@ -46,8 +46,6 @@ class Hdf5Format:
                 for field, value in (("x", part.x), ("y", part.y), ("offsets", part.offsets),
                                      ("ids", part.ids)):
                     group.create_dataset(field, data=value, track_times=False)
-            f.flush()
-            return f.id.get_file_image()
 
     def read_buckets(self, path: Path, buckets: Sequence[int], present: Sequence[int],
                      num_features: int, values: bool = True) -> list[Sequences]:

@@ -50,16 +50,14 @@ class ParquetFormat:
     name = "parquet"
     suffix = ".parquet"
 
-    def encode(self, seqs: Sequences, runs: Sequence[BucketRun], chunk: int) -> bytes:
+    def write(self, path: Path, seqs: Sequences, runs: Sequence[BucketRun], chunk: int) -> None:
         schema = arrow_schema(seqs.x.shape[1]).with_metadata(
             {"seqdata_format_version": str(SHARD_VERSION), "chunk": str(chunk)})
-        sink = pa.BufferOutputStream()
-        with pq.ParquetWriter(sink, schema, compression="none", use_dictionary=False,
+        with pq.ParquetWriter(path, schema, compression="none", use_dictionary=False,
                               write_statistics=["id", "length", "bucket"]) as writer:
             for bucket, start, stop in runs:
                 table = _table(seqs.slice(start, stop), bucket, schema)
                 writer.write_table(table, row_group_size=max(1, len(table)))
-        return sink.getvalue().to_pybytes()
 
     def read_buckets(self, path: Path, buckets: Sequence[int], present: Sequence[int],
                      num_features: int, values: bool = True) -> list[Sequences]:

@@ -1,0 +1,114 @@
+"""The seqdata CLI, run as real subprocesses."""
+
+import json
+import shutil
+import sys
+
+import pytest
+
+from seqdata import open_dataset
+from tests.helpers import ROOT, run_cli, snapshot
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_generate_inspect_verify(tmp_path):
+    out = tmp_path / "ds"
+    gen = run_cli("generate", out, "--num-sequences", "500", "--seed", "3", "--chunk-size",
+                  "200", "--format", "parquet", "--workers", "2", "--num-buckets", "5")
+    assert gen.returncode == 0, gen.stderr
+    assert "wrote 500 sequences" in gen.stdout
+    assert "generate ds [" in gen.stderr  # progress
+    ds = open_dataset(out)
+    assert ds.format == "parquet" and len(ds.shards) == 3 and len(ds.boundaries) == 5
+
+    ins = run_cli("inspect", out)
+    assert ins.returncode == 0, ins.stderr
+    assert "sequences  500" in ins.stdout and "length histogram (10..99)" in ins.stdout
+    assert "LEAKY" not in ins.stdout
+    summary = json.loads(run_cli("inspect", out, "--json").stdout)
+    assert summary["num_sequences"] == 500 and len(summary["bucket_padding"]) == 5
+
+    ver = run_cli("verify", out, "--labels")
+    assert ver.returncode == 0 and "OK (3 shards" in ver.stdout
+
+
+def test_generate_script_takes_the_same_options(tmp_path):
+    import subprocess
+
+    out = tmp_path / "ds"
+    result = subprocess.run([sys.executable, ROOT / "scripts" / "generate.py", out,
+                             "--num-sequences", "100", "--lengths", "lognormal",
+                             "--max-length", "200", "--quiet"],
+                            capture_output=True, text=True, env={"PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    ds = open_dataset(out)
+    assert ds.spec.lengths.kind == "lognormal" and ds.spec.lengths.high == 200
+
+
+def test_leaky_dataset_is_called_leaky(tmp_path):
+    out = tmp_path / "leaky"
+    assert run_cli("generate", out, "--num-sequences", "50", "--seed-compat-leak",
+                   "--quiet").returncode == 0
+    assert "LEAKY" in run_cli("inspect", out).stdout
+    ver = run_cli("verify", out, "--labels", "--quiet")
+    assert ver.returncode == 0 and "LEAKY" in ver.stdout
+
+
+def test_verify_exit_code_names_the_bad_shard(tmp_path, datasets):
+    path = tmp_path / "ds"
+    shutil.copytree(datasets["hdf5"], path)
+    victim = path / "shard-00003.h5"
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    result = run_cli("verify", path, "--quiet")
+    assert result.returncode == 1
+    assert f"BAD {victim}" in result.stdout
+    assert "1 of 5 shards damaged" in result.stderr
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["generate", "{tmp}/o", "--num-sequences", "zero"],
+     ["--num-sequences", "expected an integer"]),
+    (["generate", "{tmp}/o", "--num-sequences", "0"], ["expected an integer >= 1, got 0"]),
+    (["generate", "{tmp}/o", "--format", "csv"], ["--format", "invalid choice"]),
+    (["generate", "{tmp}/o", "--window", "6"], ["window must be <= num_features 5, got 6"]),
+    (["generate", "{tmp}/o", "--min-length", "50", "--max-length", "20"],
+     ["max length must be >= min length 50"]),
+    (["generate", "{tmp}/o", "--boundaries", "20,50"], ["last boundary must be >= the max"]),
+    (["generate", "{tmp}/o", "--boundaries", "20,99", "--num-buckets", "3"], ["not allowed with"]),
+    (["generate", "{tmp}/o", "--length-sigma", "1"], ["--lengths lognormal"]),
+    (["generate", "{tmp}/o", "--threshold", "inf"], ["expected a finite number"]),
+    (["generate", "{tmp}/afile"], ["exists and is not a directory"]),
+    (["generate", "{tmp}/full"], ["is not empty", "--overwrite"]),
+    (["inspect", "{tmp}/nowhere"], ["does not exist"]),
+    (["inspect", "{tmp}/afile"], ["is not a directory"]),
+    (["verify", "{tmp}/full"], ["not a finished seqdata dataset"]),
+    (["frobnicate"], ["invalid choice"]),
+    ([], ["required"]),
+])
+def test_user_mistakes_are_one_line_errors(tmp_path, args, fragments):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    before = snapshot(tmp_path)
+    result = run_cli(*[a.format(tmp=tmp_path) for a in args])
+    assert_one_line_error(result, *fragments)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_bad_manifest_is_one_line(tmp_path, datasets):
+    path = tmp_path / "ds"
+    shutil.copytree(datasets["parquet"], path)
+    (path / "manifest.json").write_text('{"manifest_version": 99}')
+    result = run_cli("verify", path)
+    assert_one_line_error(result, "manifest_version is 99")
