@@ -22,7 +22,7 @@ import numpy as np
 
 from seqdata.batch import Batch
 from seqdata.errors import SpecError
-from seqdata.sequences import Sequences, step_index
+from seqdata.sequences import Sequences
 
 if TYPE_CHECKING:
     from seqdata.dataset import Dataset
@@ -121,17 +121,25 @@ def _group_parts(parts: list[Sequences], cfg: BatchConfig) -> Iterator[tuple[int
 
 
 def pad(seqs: Sequences, rows: np.ndarray, pad_to: int = 0) -> Batch:
-    """Right-pad sequences ``rows`` of ``seqs`` into a `Batch` (length: own max or pad_to)."""
+    """Right-pad sequences ``rows`` of ``seqs`` into a `Batch` (length: own max or pad_to).
+
+    Rows of equal length are copied together as one (n, L, F) block: one numpy gather per
+    distinct length (a few in a bucket), never a Python step per sequence.
+    """
     lengths = np.diff(seqs.offsets)[rows]
     width = max(int(lengths.max(initial=0)), pad_to)
-    mask = np.arange(width) < lengths[:, None]
-    offsets = np.zeros(len(rows) + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    src = step_index(seqs.offsets[rows], lengths, offsets)
     x = np.zeros((len(rows), width, seqs.x.shape[1]), np.float32)
     y = np.zeros((len(rows), width), np.uint8)
-    x[mask] = seqs.x[src]
-    y[mask] = seqs.y[src]
+    starts = seqs.offsets[rows]
+    order = np.argsort(lengths, kind="stable")
+    cuts = np.flatnonzero(np.diff(lengths[order])) + 1
+    for a, e in zip(np.r_[0, cuts], np.r_[cuts, len(order)], strict=True) if len(order) else ():
+        same = order[a:e]
+        length = int(lengths[same[0]])
+        steps = starts[same][:, None] + np.arange(length)
+        x[same, :length] = seqs.x[steps]
+        y[same, :length] = seqs.y[steps]
+    mask = np.arange(width) < lengths[:, None]
     return Batch(x, y, mask, lengths.astype(np.int32), seqs.ids[rows])
 
 
