@@ -19,7 +19,8 @@ TMP_SUFFIX = ".tmp"
 
 
 def temporary_path(path: Path) -> Path:
-    return path.with_name(path.name + TMP_SUFFIX)
+    """``NAME.PID.tmp``: unique per process, so two writers never share a temporary file."""
+    return path.with_name(f"{path.name}.{os.getpid()}{TMP_SUFFIX}")
 
 
 def fsync_dir(directory: Path) -> None:

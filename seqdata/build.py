@@ -7,25 +7,39 @@ written last: a directory without one is an unfinished build, never a wrong data
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing
 import os
 import re
+import signal
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 
-from seqdata.atomic import TMP_SUFFIX, atomic_output, file_sha256
+from seqdata.atomic import atomic_output, file_sha256
 from seqdata.buckets import auto_boundaries, check_boundaries, optimal_boundaries
 from seqdata.errors import OutputError, SpecError
 from seqdata.formats import SUFFIXES, get_format
 from seqdata.generate import generate_chunk
-from seqdata.manifest import MANIFEST_NAME, Manifest, ShardInfo, write_manifest
+from seqdata.journal import (
+    JOURNAL_NAME,
+    BuildPlan,
+    finish_journal,
+    read_journal,
+    record_shard,
+    start_journal,
+)
+from seqdata.manifest import MANIFEST_NAME, Manifest, ShardInfo, read_manifest, write_manifest
 from seqdata.progress import Progress
 from seqdata.spec import LagSumSpec
 
-SHARD_PATTERN = re.compile(r"shard-\d{5,}\.(h5|parquet)(\.tmp)?")
+PR_SET_PDEATHSIG = 1
+SHARD_PATTERN = re.compile(r"shard-\d{5,}\.(h5|parquet)")
+TMP_PATTERN = re.compile(r"(shard-\d{5,}\.(h5|parquet)|manifest\.json|\.seqdata-build\.jsonl)"
+                         r"\.\d+\.tmp")
 
 
 def shard_name(chunk: int, fmt: str) -> str:
@@ -68,6 +82,18 @@ def build_shard(spec: LagSumSpec, chunk: int, fmt: str, boundaries: tuple[int, .
     return info, np.bincount(lengths - spec.lengths.low, minlength=span)
 
 
+def is_build_file(name: str) -> bool:
+    """Whether ``name`` is something a seqdata build writes in its directory."""
+    return (name in (MANIFEST_NAME, JOURNAL_NAME) or SHARD_PATTERN.fullmatch(name) is not None
+            or TMP_PATTERN.fullmatch(name) is not None)
+
+
+def remove_temporary_files(out: Path) -> None:
+    for path in out.iterdir():
+        if TMP_PATTERN.fullmatch(path.name):
+            path.unlink(missing_ok=True)
+
+
 def prepare_output(out: Path, overwrite: bool) -> None:
     """Make ``out`` an empty directory, refusing to replace anything but a seqdata dataset."""
     if out.exists() and not out.is_dir():
@@ -84,8 +110,7 @@ def prepare_output(out: Path, overwrite: bool) -> None:
     if not overwrite:
         raise OutputError(f"output directory {out} is not empty ({len(entries)} entries); "
                           f"pass --overwrite to replace the dataset in it")
-    foreign = [e for e in entries if e != MANIFEST_NAME and e != MANIFEST_NAME + TMP_SUFFIX
-               and not SHARD_PATTERN.fullmatch(e)]
+    foreign = [e for e in entries if not is_build_file(e)]
     if foreign:
         raise OutputError(f"output directory {out} holds files that are not part of a seqdata "
                           f"dataset ({', '.join(foreign[:3])}); refusing to overwrite it")
@@ -97,15 +122,22 @@ def prepare_output(out: Path, overwrite: bool) -> None:
             raise OutputError(f"cannot remove {out / name}: {e.strerror or e}") from None
 
 
-def _run_chunks(spec: LagSumSpec, fmt: str, boundaries: tuple[int, ...], out: Path,
+def _die_with_parent() -> None:
+    """Worker initializer: on Linux, get SIGKILL when the parent dies (no orphan writers)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _run_chunks(plan: BuildPlan, chunks: list[int], out: Path,
                 workers: int) -> Iterator[tuple[ShardInfo, np.ndarray]]:
-    chunks = range(spec.num_chunks)
+    spec, fmt, boundaries = plan.spec, plan.format, plan.boundaries
     if workers == 1:
         for c in chunks:
             yield build_shard(spec, c, fmt, boundaries, str(out))
         return
     context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                             initializer=_die_with_parent) as pool:
         futures = [pool.submit(build_shard, spec, c, fmt, boundaries, str(out)) for c in chunks]
         try:
             for future in as_completed(futures):
@@ -118,8 +150,13 @@ def _run_chunks(spec: LagSumSpec, fmt: str, boundaries: tuple[int, ...], out: Pa
 
 def build_dataset(out: Path | str, spec: LagSumSpec, fmt: str = "hdf5",
                   boundaries: Sequence[int] | None = None, num_buckets: int | None = None,
-                  workers: int = 1, overwrite: bool = False, progress: bool = True) -> Manifest:
+                  workers: int = 1, overwrite: bool = False, progress: bool = True,
+                  resume: bool = False) -> Manifest:
     """Generate ``spec`` into directory ``out`` as ``fmt`` shards plus a manifest.
+
+    With ``resume``, an interrupted build of the same plan is finished: shards it
+    published that still hash right are kept, the rest are built again. The result is
+    byte-identical to an uninterrupted build.
 
     >>> import tempfile
     >>> m = build_dataset(tempfile.mkdtemp(), LagSumSpec(num_sequences=50), progress=False)
@@ -129,17 +166,49 @@ def build_dataset(out: Path | str, spec: LagSumSpec, fmt: str = "hdf5",
     get_format(fmt)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise SpecError(f"workers must be an integer >= 1, got {workers!r}")
-    bounds = resolve_boundaries(spec, boundaries, num_buckets)
+    if resume and overwrite:
+        raise SpecError("give either --resume or --overwrite, not both")
+    plan = BuildPlan(spec, fmt, resolve_boundaries(spec, boundaries, num_buckets))
     out = Path(out)
-    prepare_output(out, overwrite)
-    shards: list[ShardInfo | None] = [None] * spec.num_chunks
-    counts = np.zeros(spec.lengths.high - spec.lengths.low + 1, np.int64)
+    done = _resume(out, plan) if resume and _has_build(out) else {}
+    if isinstance(done, Manifest):
+        return done
+    if not done:
+        prepare_output(out, overwrite or resume)
+        start_journal(out, plan)
+    todo = [c for c in range(spec.num_chunks) if c not in done]
     bar = Progress(spec.num_chunks, f"generate {out.name}", enabled=progress)
-    for info, length_counts in _run_chunks(spec, fmt, bounds, out, min(workers, spec.num_chunks)):
-        shards[info.chunk] = info
-        counts += length_counts
+    for info, _ in done.values():
         bar.advance(info.num_sequences, info.num_timesteps)
-    manifest = Manifest(spec, fmt, bounds, tuple(s for s in shards if s is not None),
+    results = dict(done)
+    for info, length_counts in _run_chunks(plan, todo, out, min(workers, max(len(todo), 1))):
+        record_shard(out, info, length_counts)
+        results[info.chunk] = (info, length_counts)
+        bar.advance(info.num_sequences, info.num_timesteps)
+    counts = np.sum([c for _, c in results.values()], axis=0)
+    manifest = Manifest(spec, fmt, plan.boundaries,
+                        tuple(results[c][0] for c in range(spec.num_chunks)),
                         tuple(int(c) for c in counts))
     write_manifest(out, manifest)
+    finish_journal(out)
     return manifest
+
+
+def _has_build(out: Path) -> bool:
+    return (out / JOURNAL_NAME).exists() or (out / MANIFEST_NAME).exists()
+
+
+def _resume(out: Path, plan: BuildPlan) -> dict[int, tuple[ShardInfo, np.ndarray]] | Manifest:
+    """What an interrupted build left that can be kept, or the manifest if it finished."""
+    if not (out / JOURNAL_NAME).exists():
+        manifest = read_manifest(out)
+        if (manifest.spec, manifest.format, manifest.boundaries) != \
+                (plan.spec, plan.format, plan.boundaries):
+            raise OutputError(f"{out} holds a finished dataset of another spec, format or "
+                              f"boundaries; use --overwrite to replace it")
+        return manifest
+    (out / MANIFEST_NAME).unlink(missing_ok=True)  # killed between manifest and journal end
+    remove_temporary_files(out)
+    done = read_journal(out, plan)
+    return {c: v for c, v in done.items()
+            if c < plan.spec.num_chunks and v[0].path == shard_name(c, plan.format)}

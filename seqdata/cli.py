@@ -84,8 +84,12 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
                               "the fewest buckets with at most 2%% expected padding")
     p.add_argument("--workers", type=bounded_int(1, 1024), default=1,
                    help="local worker processes")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the seqdata dataset already in OUT")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--overwrite", action="store_true",
+                       help="replace the seqdata dataset already in OUT")
+    again.add_argument("--resume", action="store_true",
+                       help="finish an interrupted build in OUT (same options): keep the "
+                            "shards that hash right, rebuild the rest")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -113,7 +117,8 @@ def run_generate(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     boundaries = None if args.boundaries is None else parse_boundaries(args.boundaries)
     manifest = build_dataset(args.out, spec, args.format, boundaries, args.num_buckets,
-                             args.workers, args.overwrite, progress=not args.quiet)
+                             args.workers, args.overwrite, progress=not args.quiet,
+                             resume=args.resume)
     leak = " (LEAKY: --seed-compat-leak)" if manifest.leaky else ""
     print(f"wrote {manifest.num_sequences:,} sequences ({manifest.num_timesteps:,} timesteps) "
           f"in {len(manifest.shards)} {manifest.format} shards, {len(manifest.boundaries)} "

@@ -31,9 +31,10 @@ class Hdf5Format:
     suffix = ".h5"
 
     def write(self, path: Path, seqs: Sequences, runs: Sequence[BucketRun], chunk: int) -> None:
-        # track_times=False keeps the bytes reproducible (HDF5 would otherwise stamp
-        # creation times into object headers).
-        with h5py.File(path, "w") as f:
+        # HDF5 writes through a Python file object: when the disk fills up, Python raises
+        # a clean ENOSPC, where HDF5's own file driver crashes the process (SIGSEGV).
+        # track_times=False keeps the bytes reproducible (no creation times in headers).
+        with open(path, "wb+") as handle, h5py.File(handle, "w") as f:
             f.attrs["seqdata_format_version"] = SHARD_VERSION
             f.attrs["chunk"] = chunk
             f.attrs["num_features"] = seqs.x.shape[1]

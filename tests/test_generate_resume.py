@@ -1,0 +1,171 @@
+"""Generation survives kills, full disks and write errors (docs/RELIABILITY.md)."""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from seqdata import LagSumSpec, OutputError, build_dataset, verify_dataset
+from seqdata.journal import JOURNAL_NAME
+from tests.helpers import ROOT, run_cli, snapshot
+
+KILL_SPEC = LagSumSpec(num_sequences=3000, seed=11, chunk_size=100)
+ARGS = ["--num-sequences", "3000", "--seed", "11", "--chunk-size", "100", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "ds"
+    build_dataset(out, KILL_SPEC, "hdf5", progress=False)
+    return snapshot(out)
+
+
+def start_generate(out, *extra):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "seqdata", "generate", str(out), *ARGS,
+                             *extra], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_resume_after_sigkill_at_random_moments(tmp_path, reference):
+    start = time.perf_counter()
+    probe = start_generate(tmp_path / "probe", "--workers", "2")
+    assert probe.wait(120) == 0
+    duration = time.perf_counter() - start
+    rng = np.random.default_rng(2024)
+    outcomes = set()
+    for trial, delay in enumerate(rng.uniform(0.05, duration, size=12)):
+        out = tmp_path / f"kill{trial}"
+        proc = start_generate(out, "--workers", "2")
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole group: parent and workers
+        proc.wait()
+        outcomes.add("finished" if (out / "manifest.json").exists() and
+                     not (out / JOURNAL_NAME).exists() else "interrupted")
+        resumed = run_cli("generate", out, *ARGS, "--resume")
+        assert resumed.returncode == 0, resumed.stderr
+        assert snapshot(out) == reference, f"trial {trial} after {delay:.2f}s"
+        assert verify_dataset(out).ok
+    assert "interrupted" in outcomes
+
+
+class Killed(BaseException):
+    """Stands for a SIGKILL at a chosen point of an in-process build."""
+
+
+def interrupted_build(out, monkeypatch):
+    """A build stopped just before its manifest: every shard and the journal are there."""
+    import seqdata.build
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(seqdata.build, "write_manifest", killed)
+        with pytest.raises(Killed):
+            build_dataset(out, KILL_SPEC, "hdf5", progress=False)
+    assert (out / JOURNAL_NAME).exists() and not (out / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("damage", ["zero bytes", "truncated", "no footer", "flipped byte",
+                                    "missing", "left open", "torn journal", "stale manifest"])
+def test_resume_rebuilds_damaged_or_missing_shards(tmp_path, reference, monkeypatch, damage):
+    out = tmp_path / "ds"
+    interrupted_build(out, monkeypatch)
+    victim = out / "shard-00007.h5"
+    data = victim.read_bytes()
+    if damage == "zero bytes":
+        victim.write_bytes(b"")
+    elif damage == "truncated":
+        victim.write_bytes(data[: len(data) // 3])
+    elif damage == "no footer":
+        victim.write_bytes(data[:-64])
+    elif damage == "flipped byte":
+        victim.write_bytes(data[:100] + bytes([data[100] ^ 1]) + data[101:])
+    elif damage == "missing":
+        victim.unlink()
+    elif damage == "left open":  # a killed writer's temporary file, never renamed
+        victim.unlink()
+        (out / "shard-00007.h5.4242.tmp").write_bytes(data[: len(data) // 2])
+    elif damage == "torn journal":  # killed while appending the last line
+        journal = (out / JOURNAL_NAME).read_bytes()
+        (out / JOURNAL_NAME).write_bytes(journal[:-40])
+    elif damage == "stale manifest":  # killed while writing the manifest
+        (out / "manifest.json.4242.tmp").write_text('{"manifest_version": 1, "kin')
+    result = run_cli("generate", out, *ARGS, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert snapshot(out) == reference
+
+
+def test_resume_refuses_another_plan(tmp_path):
+    out = tmp_path / "ds"
+    proc = start_generate(out)
+    assert proc.wait(120) == 0
+    result = run_cli("generate", out, *ARGS[:-3], "--chunk-size", "50", "--resume", "--quiet")
+    assert result.returncode == 2
+    assert "another spec, format or boundaries" in result.stderr
+
+
+def test_resume_of_a_finished_build_changes_nothing(tmp_path, reference):
+    out = tmp_path / "ds"
+    build_dataset(out, KILL_SPEC, progress=False)
+    assert run_cli("generate", out, *ARGS, "--resume").returncode == 0
+    assert snapshot(out) == reference
+
+
+def mount_tmpfs(path, size):
+    path.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                            capture_output=True)
+    return result.returncode == 0
+
+
+def test_a_full_disk_is_a_clear_error_with_nothing_half_written(tmp_path, monkeypatch):
+    small = tmp_path / "small"
+    if mount_tmpfs(small, "1m"):
+        try:
+            result = run_cli("generate", small / "ds", *ARGS)
+            assert result.returncode == 2
+            assert result.stderr.strip().count("\n") == 0
+            assert "No space left on device" in result.stderr and "Traceback" not in result.stderr
+            names = sorted(p.name for p in (small / "ds").iterdir())
+        finally:
+            subprocess.run(["umount", str(small)], check=True)
+    else:  # not allowed to mount here: inject the same error into the shard writer
+        from seqdata.formats.hdf5 import Hdf5Format
+
+        real = Hdf5Format.write
+
+        def full_after_two(self, path, seqs, runs, chunk):
+            if chunk >= 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            real(self, path, seqs, runs, chunk)
+
+        monkeypatch.setattr(Hdf5Format, "write", full_after_two)
+        with pytest.raises(OutputError, match="No space left on device"):
+            build_dataset(small / "ds", KILL_SPEC, progress=False)
+        names = sorted(p.name for p in (small / "ds").iterdir())
+    assert "manifest.json" not in names
+    assert not [n for n in names if n.endswith(".tmp")]
+
+
+def test_a_permission_error_is_a_clear_error(tmp_path, monkeypatch):
+    import seqdata.atomic
+
+    real = os.replace
+
+    def refuse_shards(src, dst):
+        if os.path.basename(dst).startswith("shard-"):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        real(src, dst)
+
+    monkeypatch.setattr(seqdata.atomic.os, "replace", refuse_shards)
+    with pytest.raises(OutputError, match=r"cannot write .*shard-00000\.h5: Permission denied"):
+        build_dataset(tmp_path / "ds", KILL_SPEC, progress=False)
+    names = sorted(p.name for p in (tmp_path / "ds").iterdir())
+    assert names == [JOURNAL_NAME]  # no shard, no temporary file, no manifest
