@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seqdata.atomic import file_sha256
 from seqdata.batch import Batch
 from seqdata.errors import ShardError
 from seqdata.formats import ShardFormat, get_format
@@ -32,10 +33,12 @@ class Dataset:
     (20, 20)
     """
 
-    def __init__(self, root: Path, manifest: Manifest) -> None:
+    def __init__(self, root: Path, manifest: Manifest, check_hashes: bool = True) -> None:
         self.root = root
         self.manifest = manifest
+        self.check_hashes = check_hashes
         self._format: ShardFormat = get_format(manifest.format)
+        self._hashed: set[int] = set()
 
     def __repr__(self) -> str:
         return (f"Dataset({str(self.root)!r}, format={self.format!r}, "
@@ -88,6 +91,8 @@ class Dataset:
         ``y`` holds no data), which is what planning an epoch needs.
         """
         info = self.shards[index]
+        if self.check_hashes and index not in self._hashed:
+            self.check_hash(index)
         wanted = list(range(len(self.boundaries))) if buckets is None else buckets
         present = [b for b, n in enumerate(info.bucket_sequences) if n]
         parts = self._format.read_buckets(self.shard_path(info), wanted, present,
@@ -100,6 +105,27 @@ class Dataset:
                     f"{part.num_timesteps} timesteps, the manifest says "
                     f"{info.bucket_sequences[b]} / {info.bucket_timesteps[b]}")
         return parts
+
+    def check_hash(self, index: int) -> None:
+        """Raise ShardError unless shard ``index`` has the size and SHA-256 of the manifest.
+
+        Reads check each shard once per `Dataset` (the first time it is read), so a
+        damaged shard stops training with its name instead of feeding it wrong values.
+        """
+        info = self.shards[index]
+        path = self.shard_path(info)
+        try:
+            size = path.stat().st_size
+            digest = file_sha256(path) if size == info.size else ""
+        except OSError as e:
+            raise ShardError(f"shard {path} cannot be read: {e.strerror or e}") from None
+        if size != info.size:
+            raise ShardError(f"shard {path} is damaged: {size} bytes, the manifest says "
+                             f"{info.size}")
+        if digest != info.sha256:
+            raise ShardError(f"shard {path} is damaged: its SHA-256 does not match the "
+                             f"manifest")
+        self._hashed.add(index)
 
     def read_bucket(self, bucket: int) -> Sequences:
         """All sequences of one bucket, shard after shard."""
@@ -132,10 +158,12 @@ class Dataset:
         return len(plan_epoch(self, BatchConfig(mode=mode, **options)))
 
 
-def open_dataset(path: Path | str) -> Dataset:
+def open_dataset(path: Path | str, check_hashes: bool = True) -> Dataset:
     """Open a dataset directory after validating its manifest and finding its shards.
 
-    Raises ManifestError for a bad manifest and ShardError for a missing shard.
+    Raises ManifestError for a bad manifest and ShardError for a missing shard. With
+    ``check_hashes`` (the default) each shard's SHA-256 is checked the first time it is
+    read; turning it off trusts the files as they are.
     """
     root = Path(path)
     manifest = read_manifest(root)
@@ -143,4 +171,4 @@ def open_dataset(path: Path | str) -> Dataset:
         shard = root / info.path
         if not shard.is_file():
             raise ShardError(f"shard {shard} listed in the manifest is missing")
-    return Dataset(root, manifest)
+    return Dataset(root, manifest, check_hashes)
