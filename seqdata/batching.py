@@ -162,7 +162,8 @@ def plan_batches(num_shards: int, load: ShardLoader, cfg: BatchConfig,
                 pools.setdefault(key, []).append(part)
         carry, pending = {}, []
         for key in sorted(pools):
-            seqs = Sequences.concat(pools[key], num_features)
+            # pop: each group's pieces are freed once joined, so a window is held once.
+            seqs = Sequences.concat(pools.pop(key), num_features)
             pad_to = boundaries[key] if cfg.pad_to_bucket else 0
             rows = rng.permutation(len(seqs)) if cfg.shuffle else np.arange(len(seqs))
             stops = _cut(seqs.lengths[rows], cfg, pad_to)
@@ -180,6 +181,7 @@ def plan_batches(num_shards: int, load: ShardLoader, cfg: BatchConfig,
             pending += [(seqs, rows[a:e], pad_to) for a, e in batches]
         for i in rng.permutation(len(pending)) if cfg.shuffle else range(len(pending)):
             yield pending[i]
+        pending.clear()  # free this window before the next is read
 
 
 def iter_batches(dataset: Dataset, cfg: BatchConfig) -> Iterator[Batch]:

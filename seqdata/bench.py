@@ -12,10 +12,12 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -69,35 +71,95 @@ def bench_generate(spec: LagSumSpec, scratch: Path, repeat: int) -> list[dict]:
     return rows
 
 
-def bench_read(spec: LagSumSpec, scratch: Path, repeat: int) -> list[dict]:
-    """Read and batch one epoch, per format and mode, one core."""
+def _epoch_rate(ds, mode: str, options: dict, repeat: int) -> tuple[float, float, float]:
+    """(seconds, real timesteps/s, padding) of one epoch of ``ds.batches``."""
+    stats: dict[str, int] = {}
+
+    def epoch() -> None:
+        real = padded = 0
+        for batch in ds.batches(mode, **options):
+            real += batch.num_timesteps
+            padded += batch.mask.size
+        stats.update(real=real, padded=padded)
+
+    seconds = timed(epoch, repeat)
+    return seconds, stats["real"] / seconds, 1 - stats["real"] / stats["padded"]
+
+
+def bench_read(spec: LagSumSpec, scratch: Path, repeat: int, peer_sequences: int) -> list[dict]:
+    """Read and batch one epoch, per format and mode, one core, against floors and peers."""
     rows = []
     for fmt in ("hdf5", "parquet"):
         ds = open_dataset(scratch / f"gen-{fmt}-1")
-        for mode, options in (("bucketed", {"batch_size": 1000}),
-                              ("padded", {"batch_size": 1000})):
-            stats = {}
-
-            def epoch(ds=ds, mode=mode, options=options, stats=stats) -> None:
-                real = padded = 0
-                for batch in ds.batches(mode, **options):
-                    real += batch.num_timesteps
-                    padded += batch.mask.size
-                stats.update(real=real, padded=padded)
-
-            seconds = timed(epoch, repeat)
+        for mode in ("bucketed", "padded"):
+            seconds, rate, padding = _epoch_rate(ds, mode, {"batch_size": 1000}, repeat)
             rows.append({"benchmark": "read+batch", "case": f"{fmt}, {mode}",
-                         "seconds": seconds, "timesteps_per_s": stats["real"] / seconds,
-                         "padding": 1 - stats["real"] / stats["padded"]})
+                         "seconds": seconds, "timesteps_per_s": rate, "padding": padding})
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            files = [ds.shard_path(s) for s in ds.shards]
+            seconds = timed(lambda files=files: [pq.read_table(f) for f in files], repeat)
+            rows.append({"benchmark": "read+batch", "case": "peer: pyarrow read_table (bare)",
+                         "seconds": seconds, "timesteps_per_s": ds.num_timesteps / seconds})
+    flat = open_dataset(scratch / "gen-hdf5-1").read_all()
+    x_out, y_out = np.ones_like(flat.x), np.ones_like(flat.y)  # touched: no page faults
+
+    def copy() -> None:
+        np.copyto(x_out, flat.x)
+        np.copyto(y_out, flat.y)
+
+    seconds = timed(copy, repeat)
+    rows.append({"benchmark": "read+batch", "case": "floor: memory copy of x and y",
+                 "seconds": seconds, "timesteps_per_s": len(flat.y) / seconds})
+    try:
+        from seqdata.bench_tf import tf_data_peers
+    except ImportError as e:
+        print(f"# tf.data peers skipped: {e}", file=sys.stderr)
+    else:
+        rows += tf_data_peers(flat, open_dataset(scratch / "gen-hdf5-1").boundaries,
+                              peer_sequences)
+    return rows
+
+
+def peak_memory(path: Path, options: dict) -> int:
+    """Peak resident memory (bytes) of a fresh process that streams one epoch of ``path``."""
+    # VmHWM, not ru_maxrss: the latter keeps the parent's peak across fork and exec.
+    code = ("import seqdata\n"
+            f"ds = seqdata.open_dataset({str(path)!r})\n"
+            f"for b in ds.batches(**{options!r}): pass\n"
+            "print(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    return int(out.split()[-2]) * 1024
+
+
+def bench_memory(spec: LagSumSpec, scratch: Path) -> list[dict]:
+    """Peak memory of streaming at two dataset sizes 4x apart."""
+    rows = []
+    # At least 8 shards: a dataset of one window holds no carry-over, a larger one does.
+    base = max(spec.num_sequences // 4, spec.chunk_size * 8)
+    for n in (base, 4 * base):
+        out = scratch / f"mem-{n}"
+        build_dataset(out, replace(spec, num_sequences=n), overwrite=True, progress=False)
+        peak = peak_memory(out, {"mode": "bucketed", "batch_size": 1000})
+        rows.append({"benchmark": "stream memory", "case": f"{n:,} sequences, bucketed",
+                     "peak_rss_mb": peak / 2**20})
+        shutil.rmtree(out)
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'benchmark':<16} {'case':<34} {'seconds':>8} {'M timesteps/s':>14} {'padding':>8}")
+    print(f"{'benchmark':<16} {'case':<40} {'seconds':>8} {'M timesteps/s':>14} "
+          f"{'padding':>8} {'other':>12}")
     for r in rows:
+        seconds = f"{r['seconds']:.3f}" if "seconds" in r else ""
+        rate = f"{r['timesteps_per_s'] / 1e6:.2f}" if "timesteps_per_s" in r else ""
         pad = f"{r['padding']:.1%}" if "padding" in r else ""
-        print(f"{r['benchmark']:<16} {r['case']:<34} {r['seconds']:>8.3f} "
-              f"{r['timesteps_per_s'] / 1e6:>14.1f} {pad:>8}")
+        other = (f"{r['peak_rss_mb']:.0f} MiB" if "peak_rss_mb" in r else
+                 f"{r['input_wait']:.1%} wait" if "input_wait" in r else "")
+        print(f"{r['benchmark']:<16} {r['case']:<40} {seconds:>8} {rate:>14} {pad:>8} "
+              f"{other:>12}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,7 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"# {n:,} default sequences, {os.cpu_count()} cores, scratch {scratch}",
               file=sys.stderr)
-        rows = bench_generate(spec, scratch, repeat) + bench_read(spec, scratch, repeat)
+        rows = bench_generate(spec, scratch, repeat)
+        rows += bench_read(spec, scratch, repeat, peer_sequences=20_000 if args.quick else 50_000)
+        rows += bench_memory(spec, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print_table(rows)
