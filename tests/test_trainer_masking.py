@@ -72,7 +72,6 @@ def test_padding_values_do_not_matter():
 
 def test_masked_accuracy_and_loss_count_real_steps_only():
     model, seqs = seeded_model(), sequences(2)
-    compile_model(model, with_masked_loss=True)
     x, y, w = padded(seqs, fill=0.5)
     result = model.evaluate(x, y, sample_weight=w, batch_size=len(seqs), verbose=0,
                             return_dict=True)
@@ -84,6 +83,26 @@ def test_masked_accuracy_and_loss_count_real_steps_only():
     np.testing.assert_allclose(result["masked_accuracy"], accuracy, rtol=1e-6)
     np.testing.assert_allclose(result["masked_loss"], cross_entropy, rtol=1e-5)
     np.testing.assert_allclose(result["loss"], cross_entropy, rtol=1e-5)
+
+
+def test_masked_metrics_are_exact_across_batches_of_different_widths():
+    model = seeded_model()
+    wide, narrow = padded(sequences(3)), padded(sequences(4)[3:4] + sequences(5)[:1])
+    assert wide[0].shape[1] != narrow[0].shape[1]
+    result = model.evaluate(to_tf_dataset(lambda: iter((wide, narrow)), F, 2), verbose=0,
+                            return_dict=True)
+    correct, cross_entropy, real = [], [], []
+    for x, y, w in (wide, narrow):
+        probs = model.predict_on_batch(x)
+        mask = w.astype(bool)
+        correct.append((probs.argmax(-1) == y.argmax(-1))[mask])
+        normalized = np.clip(probs / probs.sum(-1, keepdims=True), 1e-7, 1 - 1e-7)
+        cross_entropy.append(-(y * np.log(normalized)).sum(-1)[mask])
+        real.append(mask.sum())
+    np.testing.assert_allclose(result["masked_accuracy"], np.concatenate(correct).mean(),
+                               rtol=1e-6)
+    np.testing.assert_allclose(result["masked_loss"], np.concatenate(cross_entropy).mean(),
+                               rtol=1e-5)
 
 
 def test_training_on_batches_whose_length_changes():

@@ -48,7 +48,7 @@ class EpochStats(keras.callbacks.Callback):
 def format_row(row: Row, epochs: int) -> str:
     """One human line for an epoch's row."""
     parts = [f"epoch {int(row['epoch'])}/{epochs}:"]
-    for key in ("loss", "masked_accuracy", "val_loss", "val_masked_accuracy"):
+    for key in ("loss", "masked_accuracy", "val_masked_loss", "val_masked_accuracy"):
         if key in row:
             parts.append(f"{key} {row[key]:.4f}")
     if "timesteps_per_sec" in row:

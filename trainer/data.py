@@ -18,9 +18,18 @@ import numpy as np
 import tensorflow as tf
 
 from seqdata.batch import Batch
+from trainer.errors import TrainerError
 from trainer.model import NUM_CLASSES
 
 KerasArrays = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+class NoBatchesError(TrainerError):
+    """An epoch of the data has no batches with the options given."""
+
+    def __init__(self, epoch: int, options: BatchOptions) -> None:
+        super().__init__(f"the data yields no batches in epoch {epoch} with {options} "
+                         "(too few sequences for the batch size with drop_remainder?)")
 
 
 class BatchSource(Protocol):
@@ -57,6 +66,8 @@ class BatchOptions:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.mode == "padded" and (self.pad_to_bucket or self.same_length):
+            raise ValueError("pad_to_bucket and same_length apply to bucketed mode only")
 
     def kwargs(self, epoch: int) -> dict[str, Any]:
         """Keyword arguments of ``batches``/``num_batches`` for one epoch."""
@@ -115,7 +126,7 @@ class BatchStream:
         while True:
             size = self.epoch_size(epoch)
             if size < 1:
-                raise ValueError(f"epoch {epoch} has no batches with {self.options}")
+                raise NoBatchesError(epoch, self.options)
             if skip < size:
                 break
             skip -= size
@@ -146,9 +157,15 @@ class BatchStream:
         return real, total
 
 
-def to_tf_dataset(generator: Callable[[], Iterator[KerasArrays]],
-                  num_features: int) -> tf.data.Dataset:
+def to_tf_dataset(generator: Callable[[], Iterator[KerasArrays]], num_features: int,
+                  num_batches: int | None = None) -> tf.data.Dataset:
     """A prefetched ``tf.data.Dataset`` over ``generator()`` with the explicit signature.
+
+    Args:
+        generator: called once per iteration of the dataset.
+        num_features: F.
+        num_batches: if known, the number of elements of one iteration (Keras then knows
+            where an epoch of validation or evaluation data ends).
 
     >>> ds = to_tf_dataset(lambda: iter(()), 5)
     >>> ds.element_spec[0].shape.as_list()
@@ -156,4 +173,6 @@ def to_tf_dataset(generator: Callable[[], Iterator[KerasArrays]],
     """
     dataset = tf.data.Dataset.from_generator(generator,
                                              output_signature=keras_signature(num_features))
+    if num_batches is not None:
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -13,8 +13,9 @@ from trainer.files import atomic_path, write_text_atomic
 
 Row = dict[str, float]
 
-FIRST_COLUMNS = ("epoch", "loss", "masked_accuracy", "val_loss", "val_masked_accuracy",
-                 "timesteps_per_sec", "padding_fraction", "seconds")
+FIRST_COLUMNS = ("epoch", "loss", "masked_loss", "masked_accuracy", "val_loss",
+                 "val_masked_loss", "val_masked_accuracy", "timesteps_per_sec",
+                 "padding_fraction", "seconds")
 
 
 def columns_of(rows: Sequence[Row]) -> list[str]:
@@ -82,7 +83,10 @@ class ScalarWriter:
 
 
 def plot_curves(rows: Sequence[Row], path: str | os.PathLike[str]) -> None:
-    """Loss and masked accuracy per epoch, train and validation, as a PNG (atomically)."""
+    """Masked loss and accuracy per epoch, train and validation, as a PNG (atomically).
+
+    Falls back to Keras' ``loss`` where a row has no ``masked_loss``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,11 +94,11 @@ def plot_curves(rows: Sequence[Row], path: str | os.PathLike[str]) -> None:
 
     epochs = [row["epoch"] for row in rows]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-    for ax, metric, title in ((axes[0], "loss", "loss (masked cross-entropy)"),
-                              (axes[1], "masked_accuracy", "masked accuracy")):
+    for ax, metrics, title in ((axes[0], ("masked_loss", "loss"), "masked cross-entropy"),
+                               (axes[1], ("masked_accuracy",), "masked accuracy")):
         for prefix, label in (("", "train"), ("val_", "validation")):
-            points = [(e, row[prefix + metric]) for e, row in zip(epochs, rows, strict=True)
-                      if prefix + metric in row]
+            points = [(e, value) for e, row in zip(epochs, rows, strict=True)
+                      if (value := _first(row, [prefix + m for m in metrics])) is not None]
             if points:
                 ax.plot(*zip(*points, strict=True), marker="o", label=label)
         ax.set_title(title)
@@ -104,3 +108,7 @@ def plot_curves(rows: Sequence[Row], path: str | os.PathLike[str]) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+
+
+def _first(row: Row, keys: Sequence[str]) -> float | None:
+    return next((row[k] for k in keys if k in row), None)

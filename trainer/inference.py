@@ -22,17 +22,17 @@ def evaluate(model: keras.Model, source: BatchSource,
     """Masked loss and accuracy over one pass of ``source``.
 
     Both are means over real timesteps only (the whole pass, not per batch). The model is
-    re-compiled with those metrics; its weights are unchanged.
+    re-compiled (see `trainer.model.compile_model`); its weights are unchanged.
 
     Returns:
         ``{"loss": ..., "masked_accuracy": ..., "num_sequences": ..., "num_timesteps": ...}``
     """
     options = options or BatchOptions(mode="padded", batch_size=DEFAULT_BATCH_SIZE)
-    compile_model(model, with_masked_loss=True)
+    compile_model(model)
     stream = BatchStream(source, options, repeat=False)
     steps = stream.epoch_size(0)
-    result = model.evaluate(to_tf_dataset(stream, num_features_of(model)), steps=steps,
-                            verbose=0, return_dict=True)
+    result = model.evaluate(to_tf_dataset(stream, num_features_of(model), steps), verbose=0,
+                            return_dict=True)
     real, _ = stream.take_stats(0, steps)
     return {"loss": float(result[MASKED_LOSS]),
             "masked_accuracy": float(result[MASKED_ACCURACY]),

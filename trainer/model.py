@@ -20,6 +20,8 @@ import numpy as np
 
 from trainer.errors import ModelFileError
 from trainer.files import atomic_path
+from trainer.losses import MaskedCrossentropy
+from trainer.metrics import MaskedAccuracy, MaskedLoss
 
 NUM_CLASSES = 2
 MASKED_ACCURACY = "masked_accuracy"
@@ -95,23 +97,19 @@ def build_model(num_features: int, config: ModelConfig | None = None) -> keras.M
     return keras.Model(inputs, outputs, name="stacked_lstm")
 
 
-def compile_model(model: keras.Model, learning_rate: float = 1e-3, *,
-                  with_masked_loss: bool = False) -> keras.Model:
-    """Compile with Adam and a per-timestep categorical cross-entropy.
+def compile_model(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:
+    """Compile with Adam, a per-timestep categorical cross-entropy and masked metrics.
 
     The loss is averaged over the real timesteps of each batch (the per-timestep sample
-    weights are the mask), so padded steps add nothing to loss or gradients. Weighted
-    metrics give the masked accuracy (and, if asked, the masked loss) over a whole epoch.
-    XLA is off: batch shapes change from batch to batch, and each would compile anew.
+    weights are the mask), so padded steps add nothing to loss or gradients; see
+    `trainer.losses`. The weighted metrics ``masked_loss`` and ``masked_accuracy`` are
+    exact means over every real timestep of an epoch (`trainer.metrics`). XLA is off:
+    batch shapes change from batch to batch, and each would compile anew.
     """
-    metrics: list[keras.metrics.Metric] = [
-        keras.metrics.CategoricalAccuracy(name=MASKED_ACCURACY)]
-    if with_masked_loss:
-        metrics.insert(0, keras.metrics.CategoricalCrossentropy(name=MASKED_LOSS))
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss=keras.losses.CategoricalCrossentropy(reduction="mean_with_sample_weight"),
-        weighted_metrics=metrics,
+        loss=MaskedCrossentropy(),
+        weighted_metrics=[MaskedLoss(MASKED_LOSS), MaskedAccuracy(MASKED_ACCURACY)],
         jit_compile=False,
     )
     return model
@@ -133,10 +131,11 @@ def load_model(path: str | os.PathLike[str], *, compile: bool = True) -> keras.M
     except Exception as exc:  # Keras raises many types for damaged or foreign archives.
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelFileError(f"model file {path} could not be loaded: {detail}") from exc
-    shape = getattr(model, "input_shape", None)
-    if not (isinstance(shape, tuple) and len(shape) == 3 and shape[-1]):
-        raise ModelFileError(f"model file {path} has input shape {shape}, expected "
-                             "(batch, time, features)")
+    shapes = getattr(model, "input_shape", None), getattr(model, "output_shape", None)
+    if not all(isinstance(s, tuple) and len(s) == 3 and s[-1] for s in shapes) or (
+            shapes[1][-1] != NUM_CLASSES):
+        raise ModelFileError(f"model file {path} maps {shapes[0]} to {shapes[1]}, expected "
+                             f"(batch, time, features) to (batch, time, {NUM_CLASSES})")
     return model
 
 

@@ -71,12 +71,11 @@ class RunDir:
         """True if the directory does not exist or holds nothing."""
         return not self.root.exists() or not any(self.root.iterdir())
 
-    def prepare(self, *, resume: bool = False, overwrite: bool = False) -> None:
-        """Check that a run may start here and create the folders.
+    def check(self, *, resume: bool = False, overwrite: bool = False) -> None:
+        """Check, changing nothing, that a run may start here.
 
         A non-empty directory is refused unless ``resume`` (it must then be a run, i.e.
-        hold config.json) or ``overwrite`` (the run's own artifacts are deleted first;
-        other files are left alone).
+        hold config.json) or ``overwrite``.
 
         Raises:
             RunDirError: the directory cannot be used as asked.
@@ -85,15 +84,21 @@ class RunDir:
             raise RunDirError("give --resume or --overwrite, not both")
         if self.root.exists() and not self.root.is_dir():
             raise RunDirError(f"run directory {self.root} is a file, expected a directory")
-        if not self.is_empty():
-            if overwrite:
-                self.clear()
-            elif not resume:
-                raise RunDirError(f"run directory {self.root} is not empty; pass --resume to "
-                                  "continue it or --overwrite to replace it")
-            elif not self.config.is_file():
-                raise RunDirError(f"run directory {self.root} has no config.json, so it is not "
-                                  "a trainer run that --resume can continue")
+        if self.is_empty() or overwrite:
+            return
+        if not resume:
+            raise RunDirError(f"run directory {self.root} is not empty; pass --resume to "
+                              "continue it or --overwrite to replace it")
+        if not self.config.is_file():
+            raise RunDirError(f"run directory {self.root} has no config.json, so it is not "
+                              "a trainer run that --resume can continue")
+
+    def prepare(self, *, resume: bool = False, overwrite: bool = False) -> None:
+        """`check`, then (with ``overwrite``) delete the run's own artifacts, other files
+        left alone, and create the folders."""
+        self.check(resume=resume, overwrite=overwrite)
+        if overwrite:
+            self.clear()
         try:
             self.checkpoints.mkdir(parents=True, exist_ok=True)
             self.logs.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,13 @@ import keras
 import tensorflow as tf
 
 from trainer.callbacks import EpochStats, RunRecorder
-from trainer.data import BatchOptions, BatchSource, BatchStream, to_tf_dataset
+from trainer.data import (
+    BatchOptions,
+    BatchSource,
+    BatchStream,
+    NoBatchesError,
+    to_tf_dataset,
+)
 from trainer.errors import RunDirError, TrainerError
 from trainer.files import write_json_atomic
 from trainer.history import Row, plot_curves, read_history_csv
@@ -110,12 +117,22 @@ def _start_state(run: RunDir, config: TrainConfig, num_features: int,
     return model, epoch, rows
 
 
+def _validation_dataset(stream: BatchStream | None,
+                        num_features: int) -> tf.data.Dataset | None:
+    if stream is None:
+        return None
+    return to_tf_dataset(stream, num_features, stream.epoch_size(0))
+
+
 def train(run_root: str | os.PathLike[str], config: TrainConfig, source: BatchSource, *,
           num_features: int, validation: BatchSource | None = None,
           data: dict[str, Any] | None = None, resume: bool = False, overwrite: bool = False,
           verbose: int | str = "auto", echo: Callable[[str], None] = print) -> TrainResult:
     """Train into ``run_root``: config.json, per-epoch history/metrics/logs/checkpoints,
     then model.keras and curves.png.
+
+    If a new run fails before its first epoch is recorded (bad data, interrupt), what it
+    wrote is removed again, so the directory can be used as if never tried.
 
     Args:
         run_root: the run directory (new or empty, or see ``resume``/``overwrite``).
@@ -130,38 +147,62 @@ def train(run_root: str | os.PathLike[str], config: TrainConfig, source: BatchSo
         echo: where to print the per-epoch summary lines.
     """
     run = RunDir(Path(run_root))
-    data = dict(data or {})
+    existed, fresh = run.root.exists(), run.is_empty() or overwrite
     run.prepare(resume=resume, overwrite=overwrite)
+    rows: list[Row] = []
+    try:
+        return _train_in(run, config, source, num_features, validation, dict(data or {}),
+                         resume, rows, verbose, echo)
+    except BaseException:
+        if fresh and not rows:
+            run.clear()
+            if not existed:
+                run.root.rmdir()
+        raise
+
+
+def _write_metrics(run: RunDir, config: TrainConfig, data: dict[str, Any], steps: int,
+                   history: list[Row], complete: bool = False) -> None:
+    write_json_atomic(run.metrics, {
+        "complete": complete, "epochs": config.epochs,
+        "epochs_completed": int(history[-1]["epoch"]) if history else 0,
+        "steps_per_epoch": steps, "final": history[-1] if history else {},
+        "history": history, "config": config.to_dict(), "data": data,
+        "model": run.model.name if complete else None,
+        "logs": run.logs.name, "checkpoints": run.checkpoints.name})
+
+
+def _train_in(run: RunDir, config: TrainConfig, source: BatchSource, num_features: int,
+              validation: BatchSource | None, data: dict[str, Any], resume: bool,
+              rows: list[Row], verbose: int | str,
+              echo: Callable[[str], None]) -> TrainResult:
     if resume and run.config.is_file():
         _check_resumable(run.read_config(), config, data, run)
+    model, initial_epoch, done = _start_state(run, config, num_features, resume)
+    rows.extend(done)
+    if initial_epoch > config.epochs:
+        raise RunDirError(f"cannot resume {run.root} to {config.epochs} epochs: it has "
+                          f"{initial_epoch} already (give --epochs {initial_epoch} or more)")
     write_json_atomic(run.config, {"train": config.to_dict(), "data": data})
-
-    model, initial_epoch, rows = _start_state(run, config, num_features, resume)
-    steps = config.steps_per_epoch or BatchStream(source, config.batching).epoch_size(0)
+    per_pass = BatchStream(source, config.batching).epoch_size(0)
+    if per_pass < 1:
+        raise NoBatchesError(0, config.batching)
+    steps = config.steps_per_epoch or per_pass
+    write_metrics = partial(_write_metrics, run, config, data, steps)
     if initial_epoch:
         echo(f"resuming {run.root} after epoch {initial_epoch} of {config.epochs}")
-
-    def write_metrics(history: list[Row], complete: bool = False) -> None:
-        write_json_atomic(run.metrics, {
-            "complete": complete, "epochs": config.epochs,
-            "epochs_completed": int(history[-1]["epoch"]) if history else 0,
-            "steps_per_epoch": steps, "final": history[-1] if history else {},
-            "history": history, "config": config.to_dict(), "data": data,
-            "model": run.model.name if complete else None,
-            "logs": run.logs.name, "checkpoints": run.checkpoints.name})
-
     if initial_epoch < config.epochs:
         stream = BatchStream(source, config.batching, start=initial_epoch * steps)
         val_stream = (BatchStream(validation, validation_options(config.batching), repeat=False)
                       if validation is not None else None)
-        callbacks = [EpochStats(stream, steps),
+        # Keras' progress bar goes between: it then shows the stats, and the summary follows.
+        callbacks = [EpochStats(stream, steps), keras.callbacks.ProgbarLogger(),
                      RunRecorder(run, rows, config.epochs, write_metrics,
                                  keep=config.checkpoints_kept, echo=echo)]
         try:
             model.fit(to_tf_dataset(stream, num_features), epochs=config.epochs,
                       initial_epoch=initial_epoch, steps_per_epoch=steps, shuffle=False,
-                      validation_data=(to_tf_dataset(val_stream, num_features)
-                                       if val_stream is not None else None),
+                      validation_data=_validation_dataset(val_stream, num_features),
                       callbacks=callbacks, verbose=verbose)
         except tf.errors.OpError as exc:
             for failed in (stream, val_stream):

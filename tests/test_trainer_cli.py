@@ -1,0 +1,260 @@
+"""The ``trainer`` command end to end, in subprocesses, on tiny real datasets."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from seqdata import LagSumSpec, UniformLengths, build_dataset
+from tests.helpers import run_cli, snapshot
+
+BUCKETED = ("--mode", "bucketed", "--batch-size", "32")
+
+
+def trainer(*args) -> tuple[int, str, str]:
+    result = run_cli(*args, module="trainer")
+    return result.returncode, result.stdout, result.stderr
+
+
+def assert_user_error(result: tuple[int, str, str], *needles: str) -> None:
+    """Exit 2, one line on stderr naming the problem, no traceback."""
+    code, _, err = result
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("trainer")
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def read_history(run: Path) -> list[dict[str, str]]:
+    with open(run / "history.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def weights(path: Path) -> list[np.ndarray]:
+    return keras.saving.load_model(path, compile=False, safe_mode=True).get_weights()
+
+
+@pytest.fixture(scope="module")
+def long_data(tmp_path_factory) -> Path:
+    """Held-out sequences all of length 150, longer than any trained on (10..99)."""
+    out = tmp_path_factory.mktemp("long") / "data"
+    build_dataset(out, LagSumSpec(num_sequences=24, seed=99, lengths=UniformLengths(150, 150)),
+                  progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bucketed_run(tmp_path_factory, datasets, long_data) -> tuple[Path, tuple[int, str, str]]:
+    run = tmp_path_factory.mktemp("runs") / "bucketed"
+    result = trainer("train", "--data", datasets["hdf5"], "--out", run, *BUCKETED,
+                     "--epochs", "2", "--validation-data", long_data)
+    return run, result
+
+
+def test_train_bucketed_writes_the_run(bucketed_run):
+    run, (code, out, err) = bucketed_run
+    assert code == 0, err
+    assert "Traceback" not in err
+    for name in ("model.keras", "history.csv", "metrics.json", "curves.png", "config.json"):
+        assert (run / name).is_file(), name
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "epoch-0001.keras", "epoch-0002.keras"]
+    assert list((run / "logs" / "train").glob("events.out.tfevents.*"))
+    assert list((run / "logs" / "validation").glob("events.out.tfevents.*"))
+    assert not [p for p in run.rglob("*") if ".tmp" in p.name]
+    rows = read_history(run)
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    for key in ("loss", "masked_accuracy", "val_loss", "val_masked_accuracy",
+                "timesteps_per_sec", "padding_fraction"):
+        assert np.isfinite(float(rows[-1][key])), key
+    assert 0.0 < float(rows[-1]["padding_fraction"]) < 0.5
+    assert float(rows[-1]["timesteps_per_sec"]) > 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["complete"] and metrics["epochs_completed"] == 2
+    assert metrics["final"]["loss"] == pytest.approx(float(rows[-1]["loss"]))
+    assert "epoch 2/2: loss" in out and "real timesteps/s" in out and "padding" in out
+    assert str(run / "model.keras") in out and str(run / "logs") in out
+
+
+def test_evaluate_prints_masked_loss_and_accuracy(bucketed_run, long_data):
+    run, _ = bucketed_run
+    code, out, err = trainer("evaluate", "--model", run / "model.keras", "--data", long_data,
+                             "--json", "--batch-size", "5")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["num_sequences"] == 24 and result["num_timesteps"] == 24 * 150
+    # Masked accuracy is a mean over all real steps: independent of the batching.
+    val_accuracy = float(read_history(run)[-1]["val_masked_accuracy"])
+    assert result["masked_accuracy"] == pytest.approx(val_accuracy, abs=1e-5)
+    assert 0 < result["loss"] < 5
+    code, out, err = trainer("evaluate", "--model", run / "model.keras", "--data", long_data)
+    assert code == 0, err
+    assert "masked loss" in out and "masked accuracy" in out
+
+
+def test_predict_npy_of_any_length(bucketed_run, tmp_path):
+    run, _ = bucketed_run
+    x = np.random.default_rng(0).random((3, 300, 5), np.float32)  # longer than trained
+    np.save(tmp_path / "many.npy", x)
+    np.save(tmp_path / "one.npy", x[1])
+    code, _, err = trainer("predict", "--model", run / "model.keras", "--input",
+                           tmp_path / "many.npy", "--output", tmp_path / "many_p.npy")
+    assert code == 0, err
+    code, _, err = trainer("predict", "--model", run / "model.keras", "--input",
+                           tmp_path / "one.npy", "--output", tmp_path / "one_p.npy")
+    assert code == 0, err
+    many, one = np.load(tmp_path / "many_p.npy"), np.load(tmp_path / "one_p.npy")
+    assert many.shape == (3, 300) and one.shape == (300,)
+    assert many.dtype == np.float32 and ((many >= 0) & (many <= 1)).all()
+    np.testing.assert_allclose(many[1], one, rtol=1e-5, atol=1e-6)
+
+
+def test_predict_a_dataset_pads_with_nan(bucketed_run, datasets, tmp_path):
+    run, _ = bucketed_run
+    out = tmp_path / "p.npy"
+    code, _, err = trainer("predict", "--model", run / "model.keras", "--input",
+                           datasets["parquet"], "--output", out, "--batch-size", "64")
+    assert code == 0, err
+    probs = np.load(out)
+    from seqdata import open_dataset
+
+    data = open_dataset(datasets["parquet"])
+    lengths = np.zeros(data.num_sequences, np.int64)
+    for batch in data.batches("padded", batch_size=100):
+        lengths[batch.ids] = batch.lengths
+    assert probs.shape == (data.num_sequences, lengths.max())
+    np.testing.assert_array_equal((~np.isnan(probs)).sum(1), lengths)
+
+
+def test_train_padded_with_a_timestep_budget(datasets, tmp_path):
+    run = tmp_path / "run"
+    code, _, err = trainer("train", "--data", datasets["parquet"], "--out", run, "--mode",
+                           "padded", "--max-timesteps", "3000", "--epochs", "1", "--quiet")
+    assert code == 0, err
+    config = json.loads((run / "config.json").read_text())["train"]["batching"]
+    assert config["mode"] == "padded" and config["max_timesteps"] == 3000
+    assert config["batch_size"] is None
+    assert float(read_history(run)[0]["padding_fraction"]) > 0.1  # lengths mixed
+
+
+def test_resume_continues_exactly_and_cycles_past_one_pass(datasets, tmp_path):
+    # 20 steps an epoch over ~12 batches a pass: epochs run into the next pass's batches.
+    data = ("--data", datasets["hdf5"], *BUCKETED, "--quiet")
+    common = (*data, "--steps-per-epoch", "20")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    code, _, err = trainer("train", *common, "--out", straight, "--epochs", "2")
+    assert code == 0, err
+    code, _, err = trainer("train", *common, "--out", resumed, "--epochs", "1")
+    assert code == 0, err
+    code, out, err = trainer("train", *common, "--out", resumed, "--epochs", "2", "--resume")
+    assert code == 0, err
+    assert "resuming" in out and "after epoch 1" in out
+    assert [r["loss"] for r in read_history(resumed)] == [r["loss"]
+                                                         for r in read_history(straight)]
+    for a, b in zip(weights(straight / "model.keras"), weights(resumed / "model.keras"),
+                    strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    # Different options cannot resume the run.
+    before = snapshot(resumed)
+    assert_user_error(trainer("train", *data, "--steps-per-epoch", "7", "--out",
+                              resumed, "--epochs", "3", "--resume"), "steps_per_epoch")
+    assert snapshot(resumed) == before
+
+
+def test_preset_seed_trains_like_the_seed(datasets, tmp_path):
+    run = tmp_path / "run"
+    # Too few sequences of each length for the seed's 1000: a clear error, nothing written.
+    assert_user_error(trainer("train", "--preset", "seed", "--data", datasets["hdf5"],
+                              "--out", run), "no batches", "drop_remainder")
+    assert not run.exists()
+    code, _, err = trainer("train", "--preset", "seed", "--data", datasets["hdf5"], "--out",
+                           run, "--batch-size", "2", "--epochs", "1", "--steps-per-epoch", "3")
+    assert code == 0, err
+    train = json.loads((run / "config.json").read_text())["train"]
+    assert train["batching"] == {"mode": "bucketed", "batch_size": 2, "max_timesteps": None,
+                                 "seed": 0, "pad_to_bucket": False, "drop_remainder": True,
+                                 "same_length": True}
+    assert train["model"] == {"lstm_units": [32, 8], "output_activation": "sigmoid",
+                              "learning_rate": 0.001}
+    assert train["steps_per_epoch"] == 3 and train["epochs"] == 1  # explicit options win
+    assert float(read_history(run)[0]["padding_fraction"]) == 0.0  # one length a batch
+
+
+def test_refuses_a_non_empty_run_directory(bucketed_run, datasets):
+    run, _ = bucketed_run
+    before = snapshot(run)
+    assert_user_error(trainer("train", "--data", datasets["hdf5"], "--out", run),
+                      str(run), "not empty", "--resume", "--overwrite")
+    assert snapshot(run) == before
+
+
+def test_overwrite_replaces_a_run(datasets, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "history.csv").write_text("stale")
+    (run / "notes.txt").write_text("mine")
+    code, _, err = trainer("train", "--data", datasets["hdf5"], "--out", run, *BUCKETED,
+                           "--epochs", "1", "--overwrite", "--quiet")
+    assert code == 0, err
+    assert len(read_history(run)) == 1 and (run / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(("args", "needles"), [
+    (("train", "--data", "{tmp}/missing", "--out", "{tmp}/run"), ("--data", "missing")),
+    (("train", "--data", "{tmp}", "--out", "{tmp}/run", "--batch-size", "8",
+      "--max-timesteps", "100"), ("--max-timesteps", "--batch-size")),
+    (("train", "--data", "{tmp}", "--out", "{tmp}/run", "--epochs", "0"), ("--epochs",)),
+    (("train", "--data", "{tmp}", "--out", "{tmp}/run", "--resume", "--overwrite"),
+     ("--overwrite", "--resume")),
+    (("evaluate", "--model", "{tmp}/missing.keras", "--data", "{tmp}"), ("--data",)),
+    (("predict", "--model", "{tmp}/m.keras", "--input", "{tmp}/none.npy", "--output",
+      "{tmp}/p.npy"), ("--input", "none.npy", "does not exist")),
+    (("predict", "--model", "{tmp}/m.keras", "--input", "{tmp}/x.npy", "--output",
+      "{tmp}/p.txt"), ("--output", "p.txt", ".npy")),
+])
+def test_user_mistakes_are_one_line_errors(tmp_path, args, needles):
+    np.save(tmp_path / "x.npy", np.zeros((4, 5), np.float32))
+    result = trainer(*(a.format(tmp=tmp_path) for a in args))
+    assert_user_error(result, *needles)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "p.npy").exists()
+
+
+def test_bad_model_files_and_inputs_are_one_line_errors(bucketed_run, datasets, tmp_path):
+    run, _ = bucketed_run
+    bad = tmp_path / "bad.keras"
+    bad.write_text("not a model")
+    assert_user_error(trainer("evaluate", "--model", bad, "--data", datasets["hdf5"]),
+                      str(bad), "not a Keras")
+    assert_user_error(trainer("evaluate", "--model", tmp_path / "nope.keras", "--data",
+                              datasets["hdf5"]), "nope.keras", "does not exist")
+    np.save(tmp_path / "three.npy", np.zeros((2, 9, 3), np.float32))
+    assert_user_error(trainer("predict", "--model", run / "model.keras", "--input",
+                              tmp_path / "three.npy", "--output", tmp_path / "p.npy"),
+                      "3 features", "expects 5")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    assert_user_error(trainer("predict", "--model", run / "model.keras", "--input",
+                              tmp_path / "objects.npy", "--output", tmp_path / "p.npy"),
+                      "objects.npy", "not a plain .npy")
+    assert not (tmp_path / "p.npy").exists()
+
+
+def test_damaged_data_stops_training_cleanly(datasets, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(datasets["hdf5"], data)
+    shard = sorted(data.glob("shard-*"))[0]
+    raw = bytearray(shard.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+    assert_user_error(trainer("train", "--data", data, "--out", tmp_path / "run", *BUCKETED,
+                              "--epochs", "1"), shard.name, "damaged")
+    assert not (tmp_path / "run").exists()  # nothing half-written

@@ -1,0 +1,329 @@
+"""The ``trainer`` command: train, evaluate and predict.
+
+Thin: parse, check the user's input, call one library function, report. Every user
+mistake is one line on stderr and exit status 2; TensorFlow is loaded only after the
+arguments have been checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seqdata.cli import OneLineParser, bounded_int, finite_float
+from seqdata.errors import SeqdataError
+from trainer.errors import InputFileError, TrainerError
+
+EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
+DEFAULT_BATCH_SIZE = 1000
+DEFAULT_EPOCHS = 10
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The seed: batches of exactly 1000 sequences of one length, 30 steps an epoch,
+    # 10 epochs, Adam.
+    "seed": {"mode": "bucketed", "batch_size": 1000, "same_length": True,
+             "drop_remainder": True, "steps_per_epoch": 30, "epochs": 10,
+             "learning_rate": 1e-3},
+}
+
+PREDICT_HELP = """\
+Writes per-timestep probabilities of class 1 (label 1: the lag sum exceeds the
+threshold) as a float32 .npy file. The 2-way model output is normalized the way
+categorical cross-entropy reads it: p1 = out[..., 1] / (out[..., 0] + out[..., 1]).
+
+  --input X.npy of shape (L, F), one sequence   -> output shape (L,)
+  --input X.npy of shape (B, L, F), B sequences -> output shape (B, L)
+  --input a seqdata dataset directory           -> output shape (N, max length): row i is
+        the sequence with the i-th smallest id; steps past its length are NaN.
+
+Any length L >= 1 works, longer than seen in training included. .npy files are loaded
+with allow_pickle=False."""
+
+
+def positive_units(text: str) -> tuple[int, ...]:
+    """Parse ``32,8`` into LSTM layer sizes."""
+    try:
+        units = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive integers, got {text!r}") from None
+    if not units or min(units) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive layer sizes, got {text!r}")
+    return units
+
+
+def positive_float(text: str) -> float:
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``trainer train``."""
+    p.add_argument("--data", type=Path, required=True, metavar="DIR",
+                   help="seqdata dataset directory to train on")
+    p.add_argument("--out", type=Path, required=True, metavar="RUN",
+                   help="run directory (must be empty unless --resume or --overwrite)")
+    p.add_argument("--validation-data", type=Path, metavar="DIR",
+                   help="held-out seqdata dataset, evaluated after every epoch")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="seed: the seed answer's run (bucketed batches of exactly 1000 "
+                        "sequences of one length, the rest of each length dropped, 30 steps an "
+                        "epoch, 10 epochs, Adam lr 0.001); options given explicitly override "
+                        "it")
+    p.add_argument("--mode", choices=("bucketed", "padded"),
+                   help="bucketed: each batch from one length bucket (default); padded: "
+                        "lengths mixed, padded to the batch's longest")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--batch-size", type=bounded_int(1), metavar="N",
+                      help=f"sequences per batch (default {DEFAULT_BATCH_SIZE})")
+    size.add_argument("--max-timesteps", type=bounded_int(1), metavar="T",
+                      help="instead of --batch-size: at most T padded timesteps a batch")
+    flag = argparse.BooleanOptionalAction
+    p.add_argument("--same-length", action=flag,
+                   help="bucketed: every batch holds sequences of one length")
+    p.add_argument("--pad-to-bucket", action=flag,
+                   help="bucketed: pad batches to their bucket's upper bound")
+    p.add_argument("--drop-remainder", action=flag,
+                   help="drop the short last batch of each group (of each length with "
+                        "--same-length)")
+    p.add_argument("--epochs", type=bounded_int(1), metavar="N",
+                   help=f"total epochs (default {DEFAULT_EPOCHS})")
+    p.add_argument("--steps-per-epoch", type=bounded_int(1), metavar="N",
+                   help="batches per epoch (default: one pass over the data); more than one "
+                        "pass continues into the next epoch's batches")
+    p.add_argument("--seed", type=bounded_int(0, 2**63 - 1), metavar="S",
+                   help="seed of batch order and initial weights (default 0)")
+    p.add_argument("--learning-rate", type=positive_float, metavar="LR",
+                   help="Adam learning rate (default 0.001)")
+    p.add_argument("--lstm-units", type=positive_units, metavar="U1,U2,...",
+                   help="sizes of the stacked LSTM layers (default 32,8)")
+    p.add_argument("--output-activation", choices=("sigmoid", "softmax"),
+                   help="activation of the final Dense(2) (default sigmoid)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue RUN from its latest checkpoint (same options; --epochs "
+                            "may grow)")
+    again.add_argument("--overwrite", action="store_true",
+                       help="delete RUN's previous run artifacts first")
+    p.add_argument("--quiet", action="store_true", help="no Keras progress bar")
+
+
+def _option(args: argparse.Namespace, name: str, default: Any) -> Any:
+    """An option's value: given explicitly, else the preset's, else the default."""
+    value = getattr(args, name, None)
+    if value is not None:
+        return value
+    return PRESETS.get(args.preset or "", {}).get(name, default)
+
+
+def train_config(args: argparse.Namespace) -> Any:
+    """The `TrainConfig` the arguments ask for."""
+    from trainer.data import BatchOptions
+    from trainer.model import ModelConfig
+    from trainer.train import TrainConfig
+
+    batch_size = args.batch_size
+    if args.max_timesteps is None and batch_size is None:
+        batch_size = _option(args, "batch_size", DEFAULT_BATCH_SIZE)
+    batching, model = BatchOptions(), ModelConfig()  # the defaults
+    try:
+        return TrainConfig(
+            batching=BatchOptions(
+                mode=_option(args, "mode", batching.mode), batch_size=batch_size,
+                max_timesteps=args.max_timesteps, seed=_option(args, "seed", batching.seed),
+                pad_to_bucket=_option(args, "pad_to_bucket", batching.pad_to_bucket),
+                drop_remainder=_option(args, "drop_remainder", batching.drop_remainder),
+                same_length=_option(args, "same_length", batching.same_length)),
+            epochs=_option(args, "epochs", DEFAULT_EPOCHS),
+            steps_per_epoch=_option(args, "steps_per_epoch", None),
+            model=ModelConfig(
+                lstm_units=_option(args, "lstm_units", model.lstm_units),
+                output_activation=_option(args, "output_activation", model.output_activation),
+                learning_rate=_option(args, "learning_rate", model.learning_rate)))
+    except ValueError as exc:
+        raise TrainerError(str(exc)) from exc
+
+
+def open_data(option: str, path: Path) -> Any:
+    """Open a seqdata dataset, naming the option in any error."""
+    from seqdata import open_dataset
+
+    try:
+        return open_dataset(path)
+    except SeqdataError as exc:
+        raise TrainerError(f"{option}: {exc}") from exc
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from trainer.run_dir import RunDir
+
+    RunDir(args.out).check(resume=args.resume, overwrite=args.overwrite)
+    data = open_data("--data", args.data)
+    validation = (open_data("--validation-data", args.validation_data)
+                  if args.validation_data is not None else None)
+    features = data.spec.num_features
+    if validation is not None and validation.spec.num_features != features:
+        raise TrainerError(f"--validation-data has {validation.spec.num_features} features a "
+                           f"timestep, expected {features} like --data")
+    from trainer.quiet import import_tensorflow
+
+    import_tensorflow()
+    from trainer.train import train
+
+    config = train_config(args)
+    paths = {"train": str(args.data.resolve()),
+             "validation": None if validation is None else str(args.validation_data.resolve())}
+    result = train(args.out, config, data, num_features=features, validation=validation,
+                   data=paths, resume=args.resume, overwrite=args.overwrite,
+                   verbose=0 if args.quiet else ("auto" if sys.stdout.isatty() else 2))
+    run = result.run
+    print(f"model: {run.model}\nhistory: {run.history} and {run.metrics}\n"
+          f"curves: {run.curves}\ncheckpoints: {run.checkpoints}\n"
+          f"logs: {run.logs} (tensorboard --logdir {run.logs})")
+    return EXIT_OK
+
+
+def load_model_quietly(path: Path) -> Any:
+    """Import TensorFlow quietly, then load a model file safely."""
+    from trainer.quiet import import_tensorflow
+
+    import_tensorflow()
+    from trainer.model import load_model
+
+    return load_model(path, compile=False)
+
+
+def check_features(model: Any, option: str, features: int) -> None:
+    from trainer.model import num_features_of
+
+    expected = num_features_of(model)
+    if features != expected:
+        raise TrainerError(f"{option} has {features} features a timestep, but the model "
+                           f"expects {expected}")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    data = open_data("--data", args.data)
+    model = load_model_quietly(args.model)
+    check_features(model, "--data", data.spec.num_features)
+    from trainer.data import BatchOptions
+    from trainer.inference import evaluate
+
+    result = evaluate(model, data, BatchOptions(mode="padded", batch_size=args.batch_size))
+    if args.json:
+        print(json.dumps({**result, "model": str(args.model), "data": str(args.data)}))
+    else:
+        print(f"masked loss {result['loss']:.4f}, masked accuracy "
+              f"{result['masked_accuracy']:.4f} over {result['num_sequences']:,} sequences "
+              f"({result['num_timesteps']:,} real timesteps) of {args.data}")
+    return EXIT_OK
+
+
+def load_npy_input(path: Path) -> np.ndarray:
+    """A float32 (L, F) or (B, L, F) array from a .npy file, checked."""
+    try:
+        x = np.load(path, allow_pickle=False)
+    except ValueError as exc:  # pickled object arrays, or not a .npy at all
+        raise InputFileError(f"--input {path} is not a plain .npy array ({exc})") from exc
+    if not isinstance(x, np.ndarray):
+        raise InputFileError(f"--input {path} is an .npz archive, expected one .npy array")
+    if x.ndim not in (2, 3) or not np.issubdtype(x.dtype, np.number) or 0 in x.shape:
+        raise InputFileError(f"--input {path} holds {x.dtype} of shape {x.shape}, expected "
+                             "float (L, F) or (B, L, F) with L, F >= 1")
+    return x.astype(np.float32, copy=False)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    if args.output.suffix != ".npy":
+        raise InputFileError(f"--output {args.output} must end with .npy")
+    if args.output.exists() and not args.overwrite:
+        raise InputFileError(f"--output {args.output} exists; pass --overwrite to replace it")
+    if args.input.is_dir():
+        source, x = open_data("--input", args.input), None
+    elif args.input.is_file():
+        source, x = None, load_npy_input(args.input)
+    else:
+        raise InputFileError(f"--input {args.input} does not exist (expected a .npy file or "
+                             "a seqdata dataset directory)")
+    model = load_model_quietly(args.model)
+    check_features(model, "--input",
+                   source.spec.num_features if source is not None else x.shape[-1])
+    from trainer.files import atomic_path
+    from trainer.inference import predict_array, predict_dataset
+
+    probs = (predict_dataset(model, source, args.batch_size) if source is not None
+             else predict_array(model, x, args.batch_size))
+    with atomic_path(args.output) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, probs, allow_pickle=False)
+    print(f"wrote probabilities of class 1, {probs.dtype} {probs.shape}, to {args.output}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="trainer",
+                           description="Train, evaluate and use the stacked-LSTM model on "
+                                       "seqdata datasets.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train = commands.add_parser("train", help="train a model into a run directory",
+                                description="Train a model; writes RUN/model.keras, "
+                                            "history.csv, metrics.json, curves.png, logs/, "
+                                            "checkpoints/.")
+    add_train_arguments(train)
+    train.set_defaults(run=run_train)
+
+    evaluate = commands.add_parser("evaluate", help="masked loss and accuracy on a dataset",
+                                   description="Print the masked (real timesteps only) loss "
+                                               "and accuracy of a model on a dataset.")
+    evaluate.add_argument("--model", type=Path, required=True, metavar="FILE",
+                          help="a .keras model file")
+    evaluate.add_argument("--data", type=Path, required=True, metavar="DIR",
+                          help="seqdata dataset directory")
+    evaluate.add_argument("--batch-size", type=bounded_int(1), default=256, metavar="N")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.set_defaults(run=run_evaluate)
+
+    predict = commands.add_parser("predict", help="per-timestep probabilities of class 1",
+                                  description=PREDICT_HELP,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    predict.add_argument("--model", type=Path, required=True, metavar="FILE",
+                         help="a .keras model file")
+    predict.add_argument("--input", type=Path, required=True, metavar="FILE",
+                         help=".npy (L, F) or (B, L, F), or a seqdata dataset directory")
+    predict.add_argument("--output", type=Path, required=True, metavar="FILE",
+                         help=".npy file to write (see above)")
+    predict.add_argument("--batch-size", type=bounded_int(1), default=256, metavar="N")
+    predict.add_argument("--overwrite", action="store_true", help="replace --output")
+    predict.set_defaults(run=run_predict)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``trainer`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    prog = f"trainer {args.command}"
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except (TrainerError, SeqdataError) as exc:
+        return _fail(prog, str(exc))
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _fail(prog, f"{where}{exc.strerror or exc}")
+    except KeyboardInterrupt:
+        hint = "; continue with --resume" if args.command == "train" else ""
+        print(f"{prog}: interrupted{hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _fail(prog: str, message: str) -> int:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
