@@ -19,19 +19,13 @@ TMP_SUFFIX = ".tmp"
 
 
 def temporary_path(path: Path) -> Path:
-    """``NAME.PID.tmp``: unique per process, so two writers never share a temporary file."""
-    return path.with_name(f"{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    """``STEM.PID.tmp.SUFFIX``: unique per process, so two writers never share a temporary
+    file, and the suffix stays (Keras, for one, insists on ``.keras``)."""
+    return path.with_name(f"{path.stem}.{os.getpid()}{TMP_SUFFIX}{path.suffix}")
 
 
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_file(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (a directory: so that a rename in it is durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -49,9 +43,9 @@ def atomic_output(path: Path) -> Iterator[Path]:
     tmp = temporary_path(path)
     try:
         yield tmp
-        fsync_file(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
-        fsync_dir(path.parent)
+        fsync_path(path.parent)
     except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -64,6 +58,11 @@ def write_bytes_atomic(path: Path, data: bytes | memoryview) -> None:
     """Write ``data`` to ``path`` so that ``path`` never holds a partial file."""
     with atomic_output(path) as tmp:
         tmp.write_bytes(data)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def file_sha256(path: Path) -> str:

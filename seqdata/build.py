@@ -38,8 +38,8 @@ from seqdata.spec import LagSumSpec
 
 PR_SET_PDEATHSIG = 1
 SHARD_PATTERN = re.compile(r"shard-\d{5,}\.(h5|parquet)")
-TMP_PATTERN = re.compile(r"(shard-\d{5,}\.(h5|parquet)|manifest\.json|\.seqdata-build\.jsonl)"
-                         r"\.\d+\.tmp")
+TMP_PATTERN = re.compile(r"(shard-\d{5,}|manifest|\.seqdata-build)\.\d+\.tmp"
+                         r"\.(h5|parquet|json|jsonl)")
 
 
 def shard_name(chunk: int, fmt: str) -> str:

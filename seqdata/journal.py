@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from seqdata.atomic import file_sha256, fsync_dir, write_bytes_atomic
+from seqdata.atomic import file_sha256, fsync_path, write_bytes_atomic
 from seqdata.errors import OutputError
 from seqdata.manifest import ShardInfo
 from seqdata.spec import LagSumSpec
@@ -53,7 +53,7 @@ def record_shard(out: Path, info: ShardInfo, length_counts: np.ndarray) -> None:
 
 def finish_journal(out: Path) -> None:
     (out / JOURNAL_NAME).unlink(missing_ok=True)
-    fsync_dir(out)
+    fsync_path(out)
 
 
 def read_journal(out: Path, plan: BuildPlan) -> dict[int, tuple[ShardInfo, np.ndarray]]:

@@ -91,12 +91,12 @@ def test_resume_rebuilds_damaged_or_missing_shards(tmp_path, reference, monkeypa
         victim.unlink()
     elif damage == "left open":  # a killed writer's temporary file, never renamed
         victim.unlink()
-        (out / "shard-00007.h5.4242.tmp").write_bytes(data[: len(data) // 2])
+        (out / "shard-00007.4242.tmp.h5").write_bytes(data[: len(data) // 2])
     elif damage == "torn journal":  # killed while appending the last line
         journal = (out / JOURNAL_NAME).read_bytes()
         (out / JOURNAL_NAME).write_bytes(journal[:-40])
     elif damage == "stale manifest":  # killed while writing the manifest
-        (out / "manifest.json.4242.tmp").write_text('{"manifest_version": 1, "kin')
+        (out / "manifest.4242.tmp.json").write_text('{"manifest_version": 1, "kin')
     result = run_cli("generate", out, *ARGS, "--resume")
     assert result.returncode == 0, result.stderr
     assert snapshot(out) == reference

@@ -4,10 +4,11 @@ and resuming is checked."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import asdict, replace
 
 import pytest
 
-from trainer.data import BatchOptions
+from seqdata.batching import BatchConfig
 from trainer.errors import RunDirError
 from trainer.history import read_history_csv
 from trainer.train import TrainConfig, train
@@ -24,13 +25,13 @@ def run_quietly(run, config, dataset, **kwargs):
 
 
 def test_epoch_stats_count_exactly_the_batches_each_epoch_consumed(h5_dataset, tmp_path):
-    options = BatchOptions(mode="padded", batch_size=40, seed=5)
-    per_pass = h5_dataset.num_batches(**options.kwargs(0))
+    options = BatchConfig(mode="padded", batch_size=40, seed=5)
+    per_pass = h5_dataset.num_batches(**asdict(replace(options, epoch=0)))
     steps = per_pass + 2  # epochs straddle data epochs; tf.data prefetches ahead
     result = run_quietly(tmp_path / "run", TrainConfig(options, epochs=2,
                                                        steps_per_epoch=steps), h5_dataset)
     stream = list(itertools.chain.from_iterable(
-        h5_dataset.batches(**options.kwargs(e)) for e in range(3)))
+        h5_dataset.batches(**asdict(replace(options, epoch=e))) for e in range(3)))
     for row in result.history:
         first = (int(row["epoch"]) - 1) * steps
         assert row["padding_fraction"] == pytest.approx(padding_of(stream[first:first + steps]),
@@ -39,7 +40,7 @@ def test_epoch_stats_count_exactly_the_batches_each_epoch_consumed(h5_dataset, t
 
 
 def test_resume_refuses_fewer_epochs_than_done(h5_dataset, tmp_path):
-    config = TrainConfig(BatchOptions(batch_size=64), epochs=2, steps_per_epoch=2)
+    config = TrainConfig(BatchConfig(batch_size=64), epochs=2, steps_per_epoch=2)
     run_quietly(tmp_path / "run", config, h5_dataset)
     with pytest.raises(RunDirError, match="has 2 already"):
         run_quietly(tmp_path / "run", TrainConfig(config.batching, epochs=1, steps_per_epoch=2),
@@ -50,6 +51,6 @@ def test_resume_refuses_fewer_epochs_than_done(h5_dataset, tmp_path):
 
 def test_train_config_rejects_bad_values():
     with pytest.raises(ValueError, match="epochs"):
-        TrainConfig(BatchOptions(), epochs=0)
+        TrainConfig(BatchConfig(), epochs=0)
     with pytest.raises(ValueError, match="steps_per_epoch"):
-        TrainConfig(BatchOptions(), steps_per_epoch=-1)
+        TrainConfig(BatchConfig(), steps_per_epoch=-1)

@@ -14,8 +14,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "BatchOptions": "trainer.data",
-    "BatchStream": "trainer.data",
+        "BatchStream": "trainer.data",
     "keras_arrays": "trainer.data",
     "keras_signature": "trainer.data",
     "to_tf_dataset": "trainer.data",

@@ -126,17 +126,17 @@ def _option(args: argparse.Namespace, name: str, default: Any) -> Any:
 
 def train_config(args: argparse.Namespace) -> Any:
     """The `TrainConfig` the arguments ask for."""
-    from trainer.data import BatchOptions
+    from seqdata.batching import BatchConfig
     from trainer.model import ModelConfig
     from trainer.train import TrainConfig
 
     batch_size = args.batch_size
     if args.max_timesteps is None and batch_size is None:
         batch_size = _option(args, "batch_size", DEFAULT_BATCH_SIZE)
-    batching, model = BatchOptions(), ModelConfig()  # the defaults
+    batching, model = BatchConfig(), ModelConfig()  # the defaults
     try:
         return TrainConfig(
-            batching=BatchOptions(
+            batching=BatchConfig(
                 mode=_option(args, "mode", batching.mode), batch_size=batch_size,
                 max_timesteps=args.max_timesteps, seed=_option(args, "seed", batching.seed),
                 pad_to_bucket=_option(args, "pad_to_bucket", batching.pad_to_bucket),
@@ -214,10 +214,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     data = open_data("--data", args.data)
     model = load_model_quietly(args.model)
     check_features(model, "--data", data.spec.num_features)
-    from trainer.data import BatchOptions
+    from seqdata.batching import BatchConfig
     from trainer.inference import evaluate
 
-    result = evaluate(model, data, BatchOptions(mode="padded", batch_size=args.batch_size))
+    result = evaluate(model, data, BatchConfig(mode="padded", batch_size=args.batch_size))
     if args.json:
         print(json.dumps({**result, "model": str(args.model), "data": str(args.data)}))
     else:
@@ -256,12 +256,12 @@ def run_predict(args: argparse.Namespace) -> int:
     model = load_model_quietly(args.model)
     check_features(model, "--input",
                    source.spec.num_features if source is not None else x.shape[-1])
-    from trainer.files import atomic_path
+    from seqdata.atomic import atomic_output
     from trainer.inference import predict_array, predict_dataset
 
     probs = (predict_dataset(model, source, args.batch_size) if source is not None
              else predict_array(model, x, args.batch_size))
-    with atomic_path(args.output) as tmp, open(tmp, "wb") as handle:
+    with atomic_output(args.output) as tmp, open(tmp, "wb") as handle:
         np.save(handle, probs, allow_pickle=False)
     print(f"wrote probabilities of class 1, {probs.dtype} {probs.shape}, to {args.output}")
     return EXIT_OK

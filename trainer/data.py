@@ -11,13 +11,14 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
-from typing import Any, Literal, Protocol
+from dataclasses import asdict, replace
+from typing import Any, Protocol
 
 import numpy as np
 import tensorflow as tf
 
 from seqdata.batch import Batch
+from seqdata.batching import BatchConfig
 from trainer.errors import TrainerError
 from trainer.model import NUM_CLASSES
 
@@ -27,7 +28,7 @@ KerasArrays = tuple[np.ndarray, np.ndarray, np.ndarray]
 class NoBatchesError(TrainerError):
     """An epoch of the data has no batches with the options given."""
 
-    def __init__(self, epoch: int, options: BatchOptions) -> None:
+    def __init__(self, epoch: int, options: BatchConfig) -> None:
         super().__init__(f"the data yields no batches in epoch {epoch} with {options} "
                          "(too few sequences for the batch size with drop_remainder?)")
 
@@ -38,43 +39,6 @@ class BatchSource(Protocol):
     def batches(self, **options: Any) -> Iterator[Batch]: ...
 
     def num_batches(self, **options: Any) -> int: ...
-
-
-@dataclass(frozen=True)
-class BatchOptions:
-    """How to batch a dataset: the arguments of ``Dataset.batches`` except ``epoch``.
-
-    >>> BatchOptions(batch_size=32).kwargs(epoch=3)["epoch"]
-    3
-    """
-
-    mode: Literal["bucketed", "padded"] = "bucketed"
-    batch_size: int | None = None
-    max_timesteps: int | None = None
-    seed: int = 0
-    pad_to_bucket: bool = False
-    drop_remainder: bool = False
-    same_length: bool = False
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("bucketed", "padded"):
-            raise ValueError(f"mode must be 'bucketed' or 'padded', got {self.mode!r}")
-        if self.batch_size is not None and self.max_timesteps is not None:
-            raise ValueError("give batch_size or max_timesteps, not both")
-        for name in ("batch_size", "max_timesteps"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.mode == "padded" and (self.pad_to_bucket or self.same_length):
-            raise ValueError("pad_to_bucket and same_length apply to bucketed mode only")
-
-    def kwargs(self, epoch: int) -> dict[str, Any]:
-        """Keyword arguments of ``batches``/``num_batches`` for one epoch."""
-        return {**asdict(self), "epoch": epoch}
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def keras_arrays(batch: Batch) -> KerasArrays:
@@ -107,7 +71,7 @@ class BatchStream:
         repeat: continue into the next epochs; otherwise stop after the first epoch.
     """
 
-    def __init__(self, source: BatchSource, options: BatchOptions, *, start: int = 0,
+    def __init__(self, source: BatchSource, options: BatchConfig, *, start: int = 0,
                  repeat: bool = True) -> None:
         self.source = source
         self.options = options
@@ -117,9 +81,12 @@ class BatchStream:
         self._stats: dict[int, tuple[int, int]] = {}
         self._lock = threading.Lock()
 
+    def _epoch(self, epoch: int, start: int = 0) -> dict[str, Any]:
+        return asdict(replace(self.options, epoch=epoch, start=start))
+
     def epoch_size(self, epoch: int) -> int:
         """Number of batches of data epoch ``epoch``."""
-        return int(self.source.num_batches(**self.options.kwargs(epoch)))
+        return int(self.source.num_batches(**self._epoch(epoch)))
 
     def _batches(self) -> Iterator[Batch]:
         epoch, skip = 0, self.start
@@ -132,8 +99,7 @@ class BatchStream:
             skip -= size
             epoch += 1
         for e in itertools.count(epoch) if self.repeat else (epoch,):
-            yield from itertools.islice(self.source.batches(**self.options.kwargs(e)),
-                                        skip, None)
+            yield from self.source.batches(**self._epoch(e, start=skip))
             skip = 0
 
     def __call__(self) -> Iterator[KerasArrays]:

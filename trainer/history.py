@@ -9,7 +9,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from trainer.files import atomic_path, write_text_atomic
+from seqdata.atomic import atomic_output, write_text_atomic
 
 Row = dict[str, float]
 
@@ -33,7 +33,7 @@ def write_history_csv(rows: Sequence[Row], path: str | os.PathLike[str]) -> None
     for row in rows:
         writer.writerow({k: (int(v) if k == "epoch" else repr(float(v)))
                          for k, v in row.items()})
-    write_text_atomic(path, out.getvalue())
+    write_text_atomic(Path(path), out.getvalue())
 
 
 def read_history_csv(path: str | os.PathLike[str]) -> list[Row]:
@@ -105,7 +105,7 @@ def plot_curves(rows: Sequence[Row], path: str | os.PathLike[str]) -> None:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend()
-    with atomic_path(path) as tmp:
+    with atomic_output(Path(path)) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import keras
 import numpy as np
 
-from trainer.data import BatchOptions, BatchSource, BatchStream, to_tf_dataset
+from seqdata.batching import BatchConfig
+from trainer.data import BatchSource, BatchStream, to_tf_dataset
 from trainer.model import (
     MASKED_ACCURACY,
     MASKED_LOSS,
@@ -18,7 +21,7 @@ DEFAULT_BATCH_SIZE = 256
 
 
 def evaluate(model: keras.Model, source: BatchSource,
-             options: BatchOptions | None = None) -> dict[str, float]:
+             options: BatchConfig | None = None) -> dict[str, float]:
     """Masked loss and accuracy over one pass of ``source``.
 
     Both are means over real timesteps only (the whole pass, not per batch). The model is
@@ -27,7 +30,7 @@ def evaluate(model: keras.Model, source: BatchSource,
     Returns:
         ``{"loss": ..., "masked_accuracy": ..., "num_sequences": ..., "num_timesteps": ...}``
     """
-    options = options or BatchOptions(mode="padded", batch_size=DEFAULT_BATCH_SIZE)
+    options = options or BatchConfig(mode="padded", batch_size=DEFAULT_BATCH_SIZE)
     compile_model(model)
     stream = BatchStream(source, options, repeat=False)
     steps = stream.epoch_size(0)
@@ -67,9 +70,9 @@ def predict_dataset(model: keras.Model, source: BatchSource,
         float32 (N, max_length): row ``i`` is the sequence with the i-th smallest id;
         steps past a sequence's length are NaN.
     """
-    options = BatchOptions(mode="padded", batch_size=batch_size)
+    options = BatchConfig(mode="padded", batch_size=batch_size)
     parts = [(b.ids, np.where(b.mask, _predict_batch(model, b.x), np.float32(np.nan)))
-             for b in source.batches(**options.kwargs(epoch=0))]
+             for b in source.batches(**asdict(options))]
     ids = np.concatenate([i for i, _ in parts]) if parts else np.zeros(0, np.int64)
     row_of = np.empty(len(ids), np.int64)
     row_of[np.argsort(ids, kind="stable")] = np.arange(len(ids))

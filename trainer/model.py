@@ -18,8 +18,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from seqdata.atomic import atomic_output
 from trainer.errors import ModelFileError
-from trainer.files import atomic_path
 from trainer.losses import MaskedCrossentropy
 from trainer.metrics import MaskedAccuracy, MaskedLoss
 
@@ -141,7 +141,7 @@ def load_model(path: str | os.PathLike[str], *, compile: bool = True) -> keras.M
 
 def save_model(model: keras.Model, path: str | os.PathLike[str]) -> Path:
     """Save to ``path`` atomically (a temporary file in the same folder, then replace)."""
-    with atomic_path(path) as tmp:
+    with atomic_output(Path(path)) as tmp:
         model.save(tmp)
     return Path(path)
 

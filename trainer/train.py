@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -12,16 +13,16 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from seqdata.atomic import write_text_atomic
+from seqdata.batching import BatchConfig
 from trainer.callbacks import EpochStats, RunRecorder
 from trainer.data import (
-    BatchOptions,
     BatchSource,
     BatchStream,
     NoBatchesError,
     to_tf_dataset,
 )
 from trainer.errors import RunDirError, TrainerError
-from trainer.files import write_json_atomic
 from trainer.history import Row, plot_curves, read_history_csv
 from trainer.model import ModelConfig, build_model, compile_model, load_model, save_model
 from trainer.run_dir import RunDir
@@ -41,11 +42,11 @@ class TrainConfig:
         model: the model and optimizer settings.
         checkpoints_kept: how many of the latest checkpoints to keep.
 
-    >>> TrainConfig(BatchOptions(batch_size=32), epochs=2).epochs
+    >>> TrainConfig(BatchConfig(batch_size=32), epochs=2).epochs
     2
     """
 
-    batching: BatchOptions
+    batching: BatchConfig
     epochs: int = 1
     steps_per_epoch: int | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -61,7 +62,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, as saved in RUN/config.json."""
-        return {"batching": self.batching.to_dict(), "epochs": self.epochs,
+        return {"batching": asdict(self.batching), "epochs": self.epochs,
                 "steps_per_epoch": self.steps_per_epoch, "model": self.model.to_dict(),
                 "checkpoints_kept": self.checkpoints_kept}
 
@@ -75,7 +76,7 @@ class TrainResult:
     initial_epoch: int
 
 
-def validation_options(batching: BatchOptions) -> BatchOptions:
+def validation_options(batching: BatchConfig) -> BatchConfig:
     """Batches for validation: the training sizes, all lengths mixed, one fixed order."""
     return replace(batching, same_length=False, drop_remainder=False)
 
@@ -161,9 +162,14 @@ def train(run_root: str | os.PathLike[str], config: TrainConfig, source: BatchSo
         raise
 
 
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
 def _write_metrics(run: RunDir, config: TrainConfig, data: dict[str, Any], steps: int,
                    history: list[Row], complete: bool = False) -> None:
-    write_json_atomic(run.metrics, {
+    write_json(run.metrics, {
         "complete": complete, "epochs": config.epochs,
         "epochs_completed": int(history[-1]["epoch"]) if history else 0,
         "steps_per_epoch": steps, "final": history[-1] if history else {},
@@ -183,7 +189,7 @@ def _train_in(run: RunDir, config: TrainConfig, source: BatchSource, num_feature
     if initial_epoch > config.epochs:
         raise RunDirError(f"cannot resume {run.root} to {config.epochs} epochs: it has "
                           f"{initial_epoch} already (give --epochs {initial_epoch} or more)")
-    write_json_atomic(run.config, {"train": config.to_dict(), "data": data})
+    write_json(run.config, {"train": config.to_dict(), "data": data})
     per_pass = BatchStream(source, config.batching).epoch_size(0)
     if per_pass < 1:
         raise NoBatchesError(0, config.batching)
