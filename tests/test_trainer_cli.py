@@ -171,6 +171,28 @@ def test_resume_continues_exactly_and_cycles_past_one_pass(datasets, tmp_path):
     assert snapshot(resumed) == before
 
 
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(datasets, tmp_path):
+    common = ("--data", datasets["hdf5"], *BUCKETED, "--quiet", "--steps-per-epoch", "3")
+    run, straight = tmp_path / "run", tmp_path / "straight"
+    code, _, err = trainer("train", *common, "--out", run, "--epochs", "2")
+    assert code == 0, err
+    checkpoints = sorted((run / "checkpoints").iterdir())
+    assert len(checkpoints) == 2
+    latest = checkpoints[-1]
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
+    code, out, err = trainer("train", *common, "--out", run, "--epochs", "3", "--resume")
+    assert code == 0, err
+    assert "warning" in err and latest.name in err and "falling back" in err
+    assert "after epoch 1" in out
+    assert [int(r["epoch"]) for r in read_history(run)] == [1, 2, 3]
+    # Epochs 2 and 3 were trained again from epoch 1's weights: the same as straight through.
+    code, _, err = trainer("train", *common, "--out", straight, "--epochs", "3")
+    assert code == 0, err
+    for a, b in zip(weights(straight / "model.keras"), weights(run / "model.keras"),
+                    strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
 def test_preset_seed_trains_like_the_seed(datasets, tmp_path):
     run = tmp_path / "run"
     # Too few sequences of each length for the seed's 1000: a clear error, nothing written.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -22,7 +23,7 @@ from trainer.data import (
     NoBatchesError,
     to_tf_dataset,
 )
-from trainer.errors import RunDirError, TrainerError
+from trainer.errors import ModelFileError, RunDirError, TrainerError
 from trainer.history import Row, plot_curves, read_history_csv
 from trainer.model import ModelConfig, build_model, compile_model, load_model, save_model
 from trainer.run_dir import RunDir
@@ -105,17 +106,34 @@ def _differences(old: Any, new: Any, prefix: str = "") -> str:
 
 def _start_state(run: RunDir, config: TrainConfig, num_features: int,
                  resume: bool) -> tuple[keras.Model, int, list[Row]]:
-    latest = run.latest_checkpoint() if resume else None
-    if latest is None:
+    loaded = _load_latest_checkpoint(run) if resume else None
+    if loaded is None:
         keras.utils.set_random_seed(config.batching.seed)
         model = compile_model(build_model(num_features, config.model),
                               config.model.learning_rate)
         return model, 0, []
-    epoch, path = latest
-    model = load_model(path, compile=True)
+    epoch, model = loaded
     model.jit_compile = False
     rows = [row for row in read_history_csv(run.history) if row.get("epoch", 0) <= epoch]
     return model, epoch, rows
+
+
+def _load_latest_checkpoint(run: RunDir) -> tuple[int, keras.Model] | None:
+    """The newest checkpoint that loads; a damaged one falls back to the one before it."""
+    damaged = []
+    for epoch, path in reversed(run.saved_checkpoints()):
+        try:
+            model = load_model(path, compile=True)
+        except ModelFileError as exc:
+            damaged.append(path.name)
+            print(f"trainer train: warning: {exc}; falling back to an earlier checkpoint",
+                  file=sys.stderr)
+            continue
+        return epoch, model
+    if damaged:
+        raise RunDirError(f"cannot resume {run.root}: every checkpoint is damaged "
+                          f"({', '.join(damaged)})")
+    return None
 
 
 def _validation_dataset(stream: BatchStream | None,
