@@ -4,10 +4,8 @@ import json
 import shutil
 import sys
 
-import pytest
-
 from seqdata import open_dataset
-from tests.helpers import ROOT, run_cli, snapshot
+from tests.helpers import ROOT, run_cli
 
 
 def assert_one_line_error(result, *fragments):
@@ -74,36 +72,6 @@ def test_verify_exit_code_names_the_bad_shard(tmp_path, datasets):
     assert result.returncode == 1
     assert f"BAD {victim}" in result.stdout
     assert "1 of 5 shards damaged" in result.stderr
-
-
-@pytest.mark.parametrize("args, fragments", [
-    (["generate", "{tmp}/o", "--num-sequences", "zero"],
-     ["--num-sequences", "expected an integer"]),
-    (["generate", "{tmp}/o", "--num-sequences", "0"], ["expected an integer >= 1, got 0"]),
-    (["generate", "{tmp}/o", "--format", "csv"], ["--format", "invalid choice"]),
-    (["generate", "{tmp}/o", "--window", "6"], ["window must be <= num_features 5, got 6"]),
-    (["generate", "{tmp}/o", "--min-length", "50", "--max-length", "20"],
-     ["max length must be >= min length 50"]),
-    (["generate", "{tmp}/o", "--boundaries", "20,50"], ["last boundary must be >= the max"]),
-    (["generate", "{tmp}/o", "--boundaries", "20,99", "--num-buckets", "3"], ["not allowed with"]),
-    (["generate", "{tmp}/o", "--length-sigma", "1"], ["--lengths lognormal"]),
-    (["generate", "{tmp}/o", "--threshold", "inf"], ["expected a finite number"]),
-    (["generate", "{tmp}/afile"], ["exists and is not a directory"]),
-    (["generate", "{tmp}/full"], ["is not empty", "--overwrite"]),
-    (["inspect", "{tmp}/nowhere"], ["does not exist"]),
-    (["inspect", "{tmp}/afile"], ["is not a directory"]),
-    (["verify", "{tmp}/full"], ["not a finished seqdata dataset"]),
-    (["frobnicate"], ["invalid choice"]),
-    ([], ["required"]),
-])
-def test_user_mistakes_are_one_line_errors(tmp_path, args, fragments):
-    (tmp_path / "afile").write_text("x")
-    (tmp_path / "full").mkdir()
-    (tmp_path / "full" / "keep.txt").write_text("mine")
-    before = snapshot(tmp_path)
-    result = run_cli(*[a.format(tmp=tmp_path) for a in args])
-    assert_one_line_error(result, *fragments)
-    assert snapshot(tmp_path) == before
 
 
 def test_a_bad_manifest_is_one_line(tmp_path, datasets):

@@ -232,26 +232,6 @@ def test_overwrite_replaces_a_run(datasets, tmp_path):
     assert len(read_history(run)) == 1 and (run / "notes.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize(("args", "needles"), [
-    (("train", "--data", "{tmp}/missing", "--out", "{tmp}/run"), ("--data", "missing")),
-    (("train", "--data", "{tmp}", "--out", "{tmp}/run", "--batch-size", "8",
-      "--max-timesteps", "100"), ("--max-timesteps", "--batch-size")),
-    (("train", "--data", "{tmp}", "--out", "{tmp}/run", "--epochs", "0"), ("--epochs",)),
-    (("train", "--data", "{tmp}", "--out", "{tmp}/run", "--resume", "--overwrite"),
-     ("--overwrite", "--resume")),
-    (("evaluate", "--model", "{tmp}/missing.keras", "--data", "{tmp}"), ("--data",)),
-    (("predict", "--model", "{tmp}/m.keras", "--input", "{tmp}/none.npy", "--output",
-      "{tmp}/p.npy"), ("--input", "none.npy", "does not exist")),
-    (("predict", "--model", "{tmp}/m.keras", "--input", "{tmp}/x.npy", "--output",
-      "{tmp}/p.txt"), ("--output", "p.txt", ".npy")),
-])
-def test_user_mistakes_are_one_line_errors(tmp_path, args, needles):
-    np.save(tmp_path / "x.npy", np.zeros((4, 5), np.float32))
-    result = trainer(*(a.format(tmp=tmp_path) for a in args))
-    assert_user_error(result, *needles)
-    assert not (tmp_path / "run").exists() and not (tmp_path / "p.npy").exists()
-
-
 def test_bad_model_files_and_inputs_are_one_line_errors(bucketed_run, datasets, tmp_path):
     run, _ = bucketed_run
     bad = tmp_path / "bad.keras"
