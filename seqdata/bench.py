@@ -149,6 +149,16 @@ def bench_memory(spec: LagSumSpec, scratch: Path) -> list[dict]:
     return rows
 
 
+def bench_train(scratch: Path, steps: int) -> list[dict]:
+    """Training through the trainer (needs the train extra: TensorFlow)."""
+    try:
+        from trainer.bench import bench_training
+    except ImportError as e:
+        print(f"# training benchmark skipped: {e}", file=sys.stderr)
+        return []
+    return bench_training(open_dataset(scratch / "gen-hdf5-1"), steps)
+
+
 def print_table(rows: list[dict]) -> None:
     print(f"{'benchmark':<16} {'case':<40} {'seconds':>8} {'M timesteps/s':>14} "
           f"{'padding':>8} {'other':>12}")
@@ -180,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = bench_generate(spec, scratch, repeat)
         rows += bench_read(spec, scratch, repeat, peer_sequences=20_000 if args.quick else 50_000)
         rows += bench_memory(spec, scratch)
+        rows += bench_train(scratch, steps=10 if args.quick else 30)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print_table(rows)
