@@ -112,3 +112,22 @@ def auto_boundaries(pmf: np.ndarray, min_length: int,
         if expected_padding(pmf, min_length, bounds) <= max_padding:
             return bounds
     return tables[-1]
+
+
+def equal_width_boundaries(min_length: int, max_length: int, num_buckets: int) -> tuple[int, ...]:
+    """``num_buckets`` buckets of (nearly) equal width: the naive choice, for comparison."""
+    edges = np.linspace(min_length - 1, max_length, num_buckets + 1)[1:]
+    return tuple(sorted({round(float(e)) for e in edges}))
+
+
+def padding_alternatives(pmf: np.ndarray, min_length: int,
+                         chosen: Sequence[int]) -> list[tuple[str, tuple[int, ...], float]]:
+    """(label, boundaries, expected padding) of ``chosen`` and of a few other choices."""
+    k = len(chosen)
+    max_length = min_length + int(np.flatnonzero(pmf > 0)[-1])
+    options = [("chosen", tuple(chosen)),
+               ("one bucket", (max_length,)),
+               (f"equal width, {k}", equal_width_boundaries(min_length, max_length, k))]
+    for n in sorted({max(1, k // 2), min(2 * k, MAX_BUCKETS * 2)}):
+        options.append((f"optimal, {n}", optimal_boundaries(pmf, min_length, n)))
+    return [(label, b, expected_padding(pmf, min_length, b)) for label, b in options]

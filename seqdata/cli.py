@@ -15,7 +15,7 @@ from typing import NoReturn
 
 import numpy as np
 
-from seqdata.buckets import expected_padding, parse_boundaries
+from seqdata.buckets import expected_padding, padding_alternatives, parse_boundaries
 from seqdata.errors import SeqdataError
 from seqdata.formats import FORMAT_NAMES
 from seqdata.manifest import padding_fraction
@@ -180,6 +180,10 @@ def run_inspect(args: argparse.Namespace) -> int:
             f"buckets    {len(m.boundaries)}; padding if padded to bucket bounds: "
             f"{total_pad:.2%} (expected from the distribution: "
             f"{expected_padding(lengths.pmf(), lengths.low, m.boundaries):.2%})",
+            "expected padding of other choices (this dataset's lengths): " + ", ".join(
+                f"{label} {pad_:.2%}" for label, _, pad_ in padding_alternatives(
+                    np.asarray(m.length_counts) / m.num_sequences, lengths.low,
+                    m.boundaries)[1:]),
             f"  {'bucket':>6} {'lengths':>11} {'sequences':>11} {'timesteps':>13} {'padding':>8}"]
     lows = [lengths.low, *(b + 1 for b in m.boundaries[:-1])]
     for b, (lo, hi) in enumerate(zip(lows, m.boundaries, strict=True)):
@@ -187,6 +191,11 @@ def run_inspect(args: argparse.Namespace) -> int:
         out.append(f"  {b:>6} {f'{lo}..{hi}':>11} {seqs[b]:>11,} {steps[b]:>13,} {frac:>8}")
     out.append(f"length histogram ({lengths.low}..{lengths.high}):")
     out += histogram_lines(lengths.low, m.length_counts)
+    if args.plot is not None:
+        from seqdata.plot import plot_buckets
+
+        plot_buckets(m, args.plot)
+        out.append(f"plot written to {args.plot}")
     print("\n".join(out))
     return EXIT_OK
 
@@ -217,6 +226,8 @@ def build_parser() -> OneLineParser:
     ins = sub.add_parser("inspect", help="show a dataset's spec, counts, buckets, histogram")
     ins.add_argument("dir", type=Path)
     ins.add_argument("--json", action="store_true", help="machine-readable summary")
+    ins.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
+                     help="draw the length histogram, boundaries and padding per bucket")
     ins.set_defaults(run=run_inspect)
     ver = sub.add_parser("verify", help="check every shard against the manifest")
     ver.add_argument("dir", type=Path)

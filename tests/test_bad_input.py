@@ -47,6 +47,7 @@ CASES = [
     (T, "train --data {t}/ds/shard-00000.h5 --out {t}/o", "shard-00000.h5"),
     (T, "evaluate --model {t}/m.keras --data {t}/ds", "m.keras", "not a Keras"),
     (T, "predict --model {t}/m.keras --input {t}/x.npy --output {t}/p.txt", "--output", ".npy"),
+    (S, "inspect {t}/ds --plot {t}/p.txt", "--plot must name a .png file"),
     # conflicting options
     (S, "generate {t}/o --boundaries 20,99 --num-buckets 3", "not allowed with"),
     (S, "generate {t}/o --length-sigma 1", "--lengths lognormal"),

@@ -10,8 +10,10 @@ from seqdata.buckets import (
     auto_boundaries,
     bucket_index,
     check_boundaries,
+    equal_width_boundaries,
     expected_padding,
     optimal_boundaries,
+    padding_alternatives,
     parse_boundaries,
 )
 from seqdata.build import resolve_boundaries
@@ -86,3 +88,18 @@ def test_resolve_boundaries_choices():
     assert len(resolve_boundaries(spec, num_buckets=4)) == 4
     with pytest.raises(SpecError, match="not both"):
         resolve_boundaries(spec, (30, 99), 4)
+
+
+def test_alternatives_include_the_choice_and_worse_naive_ones():
+    pmf = LagSumSpec().lengths.pmf()
+    chosen = auto_boundaries(pmf, 10)
+    rows = {label: (bounds, pad) for label, bounds, pad in padding_alternatives(pmf, 10, chosen)}
+    assert rows["chosen"] == (chosen, expected_padding(pmf, 10, chosen))
+    assert rows["one bucket"][1] > 0.4  # everything padded to 99
+    assert rows[f"equal width, {len(chosen)}"][1] >= rows["chosen"][1] - 1e-12
+    assert rows[f"optimal, {2 * len(chosen)}"][1] < rows["chosen"][1]
+
+
+def test_equal_width_boundaries_cover_the_range():
+    assert equal_width_boundaries(10, 99, 3) == (40, 70, 99)
+    assert equal_width_boundaries(1, 3, 10)[-1] == 3

@@ -31,6 +31,10 @@ def test_generate_inspect_verify(tmp_path):
     assert ins.returncode == 0, ins.stderr
     assert "sequences  500" in ins.stdout and "length histogram (10..99)" in ins.stdout
     assert "LEAKY" not in ins.stdout
+    assert "expected padding of other choices" in ins.stdout and "one bucket" in ins.stdout
+    plotted = run_cli("inspect", out, "--plot", tmp_path / "buckets.png")
+    assert plotted.returncode == 0, plotted.stderr
+    assert (tmp_path / "buckets.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads(run_cli("inspect", out, "--json").stdout)
     assert summary["num_sequences"] == 500 and len(summary["bucket_padding"]) == 5
 
