@@ -117,7 +117,7 @@ def auto_boundaries(pmf: np.ndarray, min_length: int,
 def equal_width_boundaries(min_length: int, max_length: int, num_buckets: int) -> tuple[int, ...]:
     """``num_buckets`` buckets of (nearly) equal width: the naive choice, for comparison."""
     edges = np.linspace(min_length - 1, max_length, num_buckets + 1)[1:]
-    return tuple(sorted({round(float(e)) for e in edges}))
+    return tuple(sorted({max(round(float(e)), min_length) for e in edges}))
 
 
 def padding_alternatives(pmf: np.ndarray, min_length: int,

@@ -101,5 +101,5 @@ def test_alternatives_include_the_choice_and_worse_naive_ones():
 
 
 def test_equal_width_boundaries_cover_the_range():
-    assert equal_width_boundaries(10, 99, 3) == (40, 70, 99)
-    assert equal_width_boundaries(1, 3, 10)[-1] == 3
+    assert equal_width_boundaries(10, 99, 3) == (39, 69, 99)  # 30 lengths each
+    assert equal_width_boundaries(1, 3, 10) == (1, 2, 3)
