@@ -67,8 +67,9 @@ def test_train_bucketed_writes_the_run(bucketed_run):
     for name in ("model.keras", "history.csv", "metrics.json", "curves.png", "config.json"):
         assert (run / name).is_file(), name
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    steps = json.loads((run / "metrics.json").read_text())["steps_per_epoch"]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
-        "epoch-0001.keras", "epoch-0002.keras"]
+        f"step-{steps:08d}.keras", f"step-{2 * steps:08d}.keras"]  # one per epoch
     assert list((run / "logs" / "train").glob("events.out.tfevents.*"))
     assert list((run / "logs" / "validation").glob("events.out.tfevents.*"))
     assert not [p for p in run.rglob("*") if ".tmp" in p.name]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import keras
 
+from seqdata.atomic import write_text_atomic
 from trainer.data import BatchStream
 from trainer.history import Row, ScalarWriter, write_history_csv
 from trainer.model import save_model
@@ -65,11 +68,12 @@ class RunRecorder(keras.callbacks.Callback):
     History is written before the checkpoint, so a checkpoint's epoch always has its row.
     """
 
-    def __init__(self, run: RunDir, rows: list[Row], epochs: int,
+    def __init__(self, run: RunDir, rows: list[Row], epochs: int, steps_per_epoch: int,
                  write_metrics: Callable[[list[Row]], None], *, keep: int = 3,
                  echo: Callable[[str], None] = print) -> None:
         super().__init__()
         self.run = run
+        self.steps_per_epoch = steps_per_epoch
         self.rows = rows
         self.epochs = epochs
         self.write_metrics = write_metrics
@@ -85,9 +89,57 @@ class RunRecorder(keras.callbacks.Callback):
         write_history_csv(self.rows, self.run.history)
         self.write_metrics(self.rows)
         self.scalars.write(row)
-        save_model(self.model, self.run.checkpoint(epoch + 1))
+        save_model(self.model, self.run.checkpoint((epoch + 1) * self.steps_per_epoch))
         self.run.prune_checkpoints(self.keep)
         self.echo(format_row(row, self.epochs))
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self.scalars.close()
+
+
+class StepRecorder(keras.callbacks.Callback):
+    """Per training step: the batch log (``--log-batches``) and mid-epoch checkpoints.
+
+    Step ``n`` (1-based, counted over the whole run) trained stream batch ``n - 1``. A
+    checkpoint is saved after every ``every`` steps except at epoch ends, which
+    `RunRecorder` saves once the epoch's history row is written.
+    """
+
+    def __init__(self, run: RunDir, stream: BatchStream, first_step: int,
+                 steps_per_epoch: int, every: int | None, keep: int, log: bool) -> None:
+        super().__init__()
+        self.run, self.stream = run, stream
+        self.step = first_step
+        self.steps_per_epoch, self.every, self.keep = steps_per_epoch, every, keep
+        self.log = open(run.batch_log, "a", encoding="utf-8") if log else None  # noqa: SIM115
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        index = self.step
+        self.step += 1
+        if self.log is not None:
+            ids = self.stream.take_ids(index).tolist()
+            self.log.write(json.dumps({"step": self.step, "ids": ids}) + "\n")
+            self.log.flush()
+        else:
+            self.stream.forget_ids(index + 1)
+        if self.every and self.step % self.every == 0 and self.step % self.steps_per_epoch:
+            save_model(self.model, self.run.checkpoint(self.step))
+            self.run.prune_checkpoints(self.keep)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self.log is not None:
+            self.log.close()
+
+
+def truncate_batch_log(path: Path, last_step: int) -> None:
+    """Keep the log's lines of steps up to ``last_step``: the history of a checkpoint."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= last_step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            break  # a torn last line from a kill
+    write_text_atomic(path, "".join(k + "\n" for k in kept))

@@ -107,10 +107,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="sizes of the stacked LSTM layers (default 32,8)")
     p.add_argument("--output-activation", choices=("sigmoid", "softmax"),
                    help="activation of the final Dense(2) (default sigmoid)")
+    p.add_argument("--checkpoint-every", type=bounded_int(1), metavar="N",
+                   help="also checkpoint every N steps, so that --resume continues from the "
+                        "exact step of a killed run (default: at epoch ends only)")
+    p.add_argument("--log-batches", action="store_true",
+                   help="append the sequence ids of every trained step to RUN/batches.jsonl")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
-                       help="continue RUN from its latest checkpoint (same options; --epochs "
-                            "may grow)")
+                       help="continue RUN from its latest checkpoint, mid-epoch included "
+                            "(same options; --epochs and --checkpoint-every may change)")
     again.add_argument("--overwrite", action="store_true",
                        help="delete RUN's previous run artifacts first")
     p.add_argument("--quiet", action="store_true", help="no Keras progress bar")
@@ -144,6 +149,7 @@ def train_config(args: argparse.Namespace) -> Any:
                 same_length=_option(args, "same_length", batching.same_length)),
             epochs=_option(args, "epochs", DEFAULT_EPOCHS),
             steps_per_epoch=_option(args, "steps_per_epoch", None),
+            checkpoint_every=args.checkpoint_every, log_batches=args.log_batches,
             model=ModelConfig(
                 lstm_units=_option(args, "lstm_units", model.lstm_units),
                 output_activation=_option(args, "output_activation", model.output_activation),

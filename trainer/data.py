@@ -79,6 +79,7 @@ class BatchStream:
         self.repeat = repeat
         self.error: BaseException | None = None
         self._stats: dict[int, tuple[int, int]] = {}
+        self._ids: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
 
     def _epoch(self, epoch: int, start: int = 0) -> dict[str, Any]:
@@ -108,10 +109,22 @@ class BatchStream:
             for index, batch in enumerate(self._batches(), start=self.start):
                 with self._lock:
                     self._stats[index] = (batch.num_timesteps, int(batch.mask.size))
+                    self._ids[index] = batch.ids
                 yield keras_arrays(batch)
         except Exception as exc:  # re-raised by the caller: tf.data would bury it
             self.error = exc
             raise
+
+    def take_ids(self, index: int) -> np.ndarray:
+        """The sequence ids of batch ``index`` (forgotten once taken)."""
+        with self._lock:
+            return self._ids.pop(index)
+
+    def forget_ids(self, stop: int) -> None:
+        """Drop the ids of batches before ``stop`` (when no log takes them)."""
+        with self._lock:
+            for index in [i for i in self._ids if i < stop]:
+                del self._ids[index]
 
     def take_stats(self, first: int, stop: int) -> tuple[int, int]:
         """Sum of (real, total) timesteps of batches ``first .. stop-1``; forgets them."""

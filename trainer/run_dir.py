@@ -7,7 +7,9 @@ overwritten run.
     RUN/metrics.json       history, final metrics and where things are
     RUN/curves.png         loss and masked accuracy per epoch
     RUN/logs/              TensorBoard event files (train/, validation/)
-    RUN/checkpoints/       epoch-NNNN.keras after each epoch (the latest few kept)
+    RUN/checkpoints/       step-NNNNNNNN.keras after each epoch and every --checkpoint-every
+                           steps (the latest few kept)
+    RUN/batches.jsonl      with --log-batches: the ids each training step used, in order
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 from trainer.errors import RunDirError
 
-CHECKPOINT_PATTERN = re.compile(r"epoch-(\d{4,})\.keras")
+CHECKPOINT_PATTERN = re.compile(r"step-(\d{8,})\.keras")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,10 @@ class RunDir:
     @property
     def config(self) -> Path:
         return self.root / "config.json"
+
+    @property
+    def batch_log(self) -> Path:
+        return self.root / "batches.jsonl"
 
     @property
     def model(self) -> Path:
@@ -65,7 +71,7 @@ class RunDir:
     def artifacts(self) -> tuple[Path, ...]:
         """Everything a run writes."""
         return (self.config, self.model, self.history, self.metrics, self.curves, self.logs,
-                self.checkpoints)
+                self.checkpoints, self.batch_log)
 
     def is_empty(self) -> bool:
         """True if the directory does not exist or holds nothing."""
@@ -124,12 +130,12 @@ class RunDir:
             raise RunDirError(f"{self.config} holds {type(data).__name__}, expected an object")
         return data
 
-    def checkpoint(self, epoch: int) -> Path:
-        """Checkpoint written after ``epoch`` epochs (1-based)."""
-        return self.checkpoints / f"epoch-{epoch:04d}.keras"
+    def checkpoint(self, step: int) -> Path:
+        """Checkpoint written after ``step`` training steps in all."""
+        return self.checkpoints / f"step-{step:08d}.keras"
 
     def saved_checkpoints(self) -> list[tuple[int, Path]]:
-        """(epoch, path) of every checkpoint, oldest first."""
+        """(step, path) of every checkpoint, oldest first."""
         if not self.checkpoints.is_dir():
             return []
         found = []
@@ -140,7 +146,7 @@ class RunDir:
         return sorted(found)
 
     def latest_checkpoint(self) -> tuple[int, Path] | None:
-        """The newest (epoch, path), or None."""
+        """The newest (step, path), or None."""
         found = self.saved_checkpoints()
         return found[-1] if found else None
 

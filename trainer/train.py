@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from seqdata.atomic import write_text_atomic
 from seqdata.batching import BatchConfig
-from trainer.callbacks import EpochStats, RunRecorder
+from trainer.callbacks import EpochStats, RunRecorder, StepRecorder, truncate_batch_log
 from trainer.data import (
     BatchSource,
     BatchStream,
@@ -28,7 +28,7 @@ from trainer.history import Row, plot_curves, read_history_csv
 from trainer.model import ModelConfig, build_model, compile_model, load_model, save_model
 from trainer.run_dir import RunDir
 
-RESUMABLE_KEYS_IGNORED = ("epochs",)
+RESUMABLE_KEYS_IGNORED = ("epochs", "checkpoint_every", "checkpoints_kept")
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,9 @@ class TrainConfig:
             pass continues into the next data epoch's batches.
         model: the model and optimizer settings.
         checkpoints_kept: how many of the latest checkpoints to keep.
+        checkpoint_every: also checkpoint every this many steps (mid-epoch), so that a
+            killed run resumes at the exact step; None: at epoch ends only.
+        log_batches: append the ids of every trained step to RUN/batches.jsonl.
 
     >>> TrainConfig(BatchConfig(batch_size=32), epochs=2).epochs
     2
@@ -52,11 +55,14 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     checkpoints_kept: int = 3
+    checkpoint_every: int | None = None
+    log_batches: bool = False
 
     def __post_init__(self) -> None:
         for name, value in (("epochs", self.epochs), ("steps_per_epoch", self.steps_per_epoch),
-                            ("checkpoints_kept", self.checkpoints_kept)):
-            if value is None and name == "steps_per_epoch":
+                            ("checkpoints_kept", self.checkpoints_kept),
+                            ("checkpoint_every", self.checkpoint_every)):
+            if value is None and name in ("steps_per_epoch", "checkpoint_every"):
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -65,7 +71,8 @@ class TrainConfig:
         """JSON-ready form, as saved in RUN/config.json."""
         return {"batching": asdict(self.batching), "epochs": self.epochs,
                 "steps_per_epoch": self.steps_per_epoch, "model": self.model.to_dict(),
-                "checkpoints_kept": self.checkpoints_kept}
+                "checkpoints_kept": self.checkpoints_kept,
+                "checkpoint_every": self.checkpoint_every, "log_batches": self.log_batches}
 
 
 @dataclass(frozen=True)
@@ -74,7 +81,13 @@ class TrainResult:
 
     run: RunDir
     history: list[Row]
-    initial_epoch: int
+    initial_step: int  # training steps already done when this call started
+    steps_per_epoch: int
+
+    @property
+    def initial_epoch(self) -> int:
+        """Complete epochs already done when this call started."""
+        return self.initial_step // self.steps_per_epoch
 
 
 def validation_options(batching: BatchConfig) -> BatchConfig:
@@ -104,18 +117,20 @@ def _differences(old: Any, new: Any, prefix: str = "") -> str:
     return f"{prefix.rstrip('.')}: was {old!r}, now {new!r}"
 
 
-def _start_state(run: RunDir, config: TrainConfig, num_features: int,
-                 resume: bool) -> tuple[keras.Model, int, list[Row]]:
+def _start_state(run: RunDir, config: TrainConfig, num_features: int, resume: bool,
+                 steps: int) -> tuple[keras.Model, int, list[Row]]:
+    """(model, steps already trained, history rows of the epochs already complete)."""
     loaded = _load_latest_checkpoint(run) if resume else None
     if loaded is None:
         keras.utils.set_random_seed(config.batching.seed)
         model = compile_model(build_model(num_features, config.model),
                               config.model.learning_rate)
         return model, 0, []
-    epoch, model = loaded
+    done, model = loaded
     model.jit_compile = False
-    rows = [row for row in read_history_csv(run.history) if row.get("epoch", 0) <= epoch]
-    return model, epoch, rows
+    rows = [row for row in read_history_csv(run.history)
+            if row.get("epoch", 0) <= done // steps]
+    return model, done, rows
 
 
 def _load_latest_checkpoint(run: RunDir) -> tuple[int, keras.Model] | None:
@@ -196,47 +211,69 @@ def _write_metrics(run: RunDir, config: TrainConfig, data: dict[str, Any], steps
         "logs": run.logs.name, "checkpoints": run.checkpoints.name})
 
 
+def _fit(model: keras.Model, config: TrainConfig, source: BatchSource,
+         validation: BatchSource | None, num_features: int, run: RunDir, rows: list[Row],
+         write_metrics: Callable[[list[Row]], None], steps: int, verbose: int | str,
+         echo: Callable[[str], None], first_step: int, epoch: int, epoch_steps: int) -> None:
+    """Train from global step ``first_step`` (in epoch ``epoch``) to the last epoch; the
+    first epoch has ``epoch_steps`` steps (fewer when it resumes mid-epoch)."""
+    stream = BatchStream(source, config.batching, start=first_step)
+    val_stream = (BatchStream(validation, validation_options(config.batching), repeat=False)
+                  if validation is not None else None)
+    last = epoch + 1 if epoch_steps < steps else config.epochs
+    # Keras' progress bar goes between: it then shows the stats, and the summary follows.
+    callbacks = [EpochStats(stream, steps), keras.callbacks.ProgbarLogger(),
+                 RunRecorder(run, rows, config.epochs, steps, write_metrics,
+                             keep=config.checkpoints_kept, echo=echo),
+                 StepRecorder(run, stream, first_step, steps, config.checkpoint_every,
+                              config.checkpoints_kept, config.log_batches)]
+    try:
+        model.fit(to_tf_dataset(stream, num_features), epochs=last, initial_epoch=epoch,
+                  steps_per_epoch=epoch_steps, shuffle=False,
+                  validation_data=_validation_dataset(val_stream, num_features),
+                  callbacks=callbacks, verbose=verbose)
+    except tf.errors.OpError as exc:
+        for failed in (stream, val_stream):
+            if failed is not None and failed.error is not None:
+                raise failed.error from exc
+        raise
+
+
 def _train_in(run: RunDir, config: TrainConfig, source: BatchSource, num_features: int,
               validation: BatchSource | None, data: dict[str, Any], resume: bool,
               rows: list[Row], verbose: int | str,
               echo: Callable[[str], None]) -> TrainResult:
     if resume and run.config.is_file():
         _check_resumable(run.read_config(), config, data, run)
-    model, initial_epoch, done = _start_state(run, config, num_features, resume)
-    rows.extend(done)
-    if initial_epoch > config.epochs:
-        raise RunDirError(f"cannot resume {run.root} to {config.epochs} epochs: it has "
-                          f"{initial_epoch} already (give --epochs {initial_epoch} or more)")
-    write_json(run.config, {"train": config.to_dict(), "data": data})
     per_pass = BatchStream(source, config.batching).epoch_size(0)
     if per_pass < 1:
         raise NoBatchesError(0, config.batching)
     steps = config.steps_per_epoch or per_pass
+    model, done, kept = _start_state(run, config, num_features, resume, steps)
+    rows.extend(kept)
+    epoch, into = divmod(done, steps)
+    if done > config.epochs * steps:
+        raise RunDirError(f"cannot resume {run.root} to {config.epochs} epochs: it has "
+                          f"{epoch} already (give --epochs {epoch} or more)")
+    write_json(run.config, {"train": config.to_dict(), "data": data})
+    truncate_batch_log(run.batch_log, done)
     write_metrics = partial(_write_metrics, run, config, data, steps)
-    if initial_epoch:
-        echo(f"resuming {run.root} after epoch {initial_epoch} of {config.epochs}")
-    if initial_epoch < config.epochs:
-        stream = BatchStream(source, config.batching, start=initial_epoch * steps)
-        val_stream = (BatchStream(validation, validation_options(config.batching), repeat=False)
-                      if validation is not None else None)
-        # Keras' progress bar goes between: it then shows the stats, and the summary follows.
-        callbacks = [EpochStats(stream, steps), keras.callbacks.ProgbarLogger(),
-                     RunRecorder(run, rows, config.epochs, write_metrics,
-                                 keep=config.checkpoints_kept, echo=echo)]
-        try:
-            model.fit(to_tf_dataset(stream, num_features), epochs=config.epochs,
-                      initial_epoch=initial_epoch, steps_per_epoch=steps, shuffle=False,
-                      validation_data=_validation_dataset(val_stream, num_features),
-                      callbacks=callbacks, verbose=verbose)
-        except tf.errors.OpError as exc:
-            for failed in (stream, val_stream):
-                if failed is not None and failed.error is not None:
-                    raise failed.error from exc
-            raise
-        if len(rows) < config.epochs:
-            raise TrainerError(f"training stopped after epoch {len(rows)} of {config.epochs}: "
-                               "the data ran out of batches")
+    if into:
+        echo(f"resuming {run.root} at step {done}: step {into + 1} of {steps} in epoch "
+             f"{epoch + 1} of {config.epochs}")
+    elif epoch:
+        echo(f"resuming {run.root} after epoch {epoch} of {config.epochs}")
+    fit = partial(_fit, model, config, source, validation, num_features, run, rows,
+                  write_metrics, steps, verbose, echo)
+    if into:  # finish the interrupted epoch from the exact step
+        fit(done, epoch, steps - into)
+        epoch += 1
+    if epoch < config.epochs:
+        fit(epoch * steps, epoch, steps)
+    if len(rows) < config.epochs:
+        raise TrainerError(f"training stopped after epoch {len(rows)} of {config.epochs}: "
+                           "the data ran out of batches")
     save_model(model, run.model)
     plot_curves(rows, run.curves)
     write_metrics(rows, complete=True)
-    return TrainResult(run, rows, initial_epoch)
+    return TrainResult(run, rows, done, steps)
