@@ -21,7 +21,7 @@ from seqdata.formats import FORMAT_NAMES
 from seqdata.manifest import padding_fraction
 from seqdata.spec import DEFAULT_CHUNK_SIZE, LagSumSpec, LogNormalLengths, UniformLengths
 
-EXIT_OK, EXIT_DAMAGED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_DAMAGED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -237,17 +237,29 @@ def build_parser() -> OneLineParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def run_command(args: argparse.Namespace, prog: str,
+                errors: tuple[type[BaseException], ...] = (SeqdataError,),
+                interrupted_hint: str = "") -> int:
+    """Run a parsed command; a user error becomes one line on stderr and exit status 2.
+
+    OS errors (a file that cannot be read or written) count as user errors too.
+    """
     try:
         return args.run(args)
-    except SeqdataError as e:
-        print(f"seqdata {args.command}: error: {e}", file=sys.stderr)
+    except (*errors, OSError) as e:
+        message = str(e)
+        if isinstance(e, OSError) and not isinstance(e, SeqdataError):
+            message = f"{e.filename}: {e.strerror or e}" if e.filename else str(e.strerror or e)
+        print(f"{prog}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"seqdata {args.command}: interrupted", file=sys.stderr)
-        return 130
+        print(f"{prog}: interrupted{interrupted_hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command(args, f"seqdata {args.command}")
 
 
 if __name__ == "__main__":

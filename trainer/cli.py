@@ -10,17 +10,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from seqdata.cli import OneLineParser, bounded_int, finite_float
+from seqdata.cli import OneLineParser, bounded_int, finite_float, run_command
 from seqdata.errors import SeqdataError
 from trainer.errors import InputFileError, TrainerError
 
-EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
+EXIT_OK = 0
 DEFAULT_BATCH_SIZE = 1000
 DEFAULT_EPOCHS = 10
 
@@ -313,23 +313,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``trainer`` command; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    prog = f"trainer {args.command}"
-    run: Callable[[argparse.Namespace], int] = args.run
-    try:
-        return run(args)
-    except (TrainerError, SeqdataError) as exc:
-        return _fail(prog, str(exc))
-    except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        return _fail(prog, f"{where}{exc.strerror or exc}")
-    except KeyboardInterrupt:
-        hint = "; continue with --resume" if args.command == "train" else ""
-        print(f"{prog}: interrupted{hint}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-
-
-def _fail(prog: str, message: str) -> int:
-    print(f"{prog}: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
+    args = build_parser().parse_args(argv)
+    hint = "; continue with --resume" if args.command == "train" else ""
+    return run_command(args, f"trainer {args.command}", (TrainerError, SeqdataError), hint)
