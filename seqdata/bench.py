@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = bench_generate(spec, scratch, repeat)
         rows += bench_read(spec, scratch, repeat, peer_sequences=20_000 if args.quick else 50_000)
         rows += bench_memory(spec, scratch)
-        rows += bench_train(scratch, steps=10 if args.quick else 30)
+        rows += bench_train(scratch, steps=10 if args.quick else 60)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print_table(rows)
