@@ -8,6 +8,13 @@ timesteps; sequences that do not fill a batch are carried to the next window, so
 the last batch of each group can be short. The window's batches are yielded in a seeded
 random order. Memory is bounded by the window and the carry, not by the dataset.
 
+The shuffle within a group moves blocks of ``shuffle_block`` neighbours (cut at a random
+phase each epoch; see `seqdata.group.block_order`): a batch is then a few contiguous
+runs of the shards' arrays, which `Group.pad` copies with slice assignments instead of
+gathering every timestep. Stored neighbours are independent draws (generation lays out
+each chunk's sequences by length, not by anything they contain), so this keeps batches
+as random as a per-sequence shuffle; ``shuffle_block=1`` is that per-sequence shuffle.
+
 Every random choice comes from ``default_rng([seed, epoch])``, so the same seed and epoch
 give the same batches in the same order from either format.
 """
@@ -22,6 +29,8 @@ import numpy as np
 
 from seqdata.batch import Batch
 from seqdata.errors import SpecError
+from seqdata.group import Group, block_order
+from seqdata.readbuffers import ReadBuffers
 from seqdata.sequences import Sequences
 
 if TYPE_CHECKING:
@@ -29,6 +38,7 @@ if TYPE_CHECKING:
 
 MODES = ("bucketed", "padded")
 DEFAULT_BATCH_SIZE = 1000
+DEFAULT_SHUFFLE_BLOCK = 32
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,7 @@ class BatchConfig:
         same_length: bucketed only: every batch holds sequences of one single length.
         drop_remainder: drop the last, short batch of each group.
         window_shards: shards read into memory at a time.
+        shuffle_block: neighbours shuffled together as one block (1: every sequence alone).
         start: skip (without materializing) the first ``start`` batches of the epoch.
     """
 
@@ -59,6 +70,7 @@ class BatchConfig:
     same_length: bool = False
     drop_remainder: bool = False
     window_shards: int = 2
+    shuffle_block: int = DEFAULT_SHUFFLE_BLOCK
     start: int = 0
 
     def __post_init__(self) -> None:
@@ -66,7 +78,7 @@ class BatchConfig:
             raise SpecError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.batch_size is not None and self.max_timesteps is not None:
             raise SpecError("give either batch_size or max_timesteps, not both")
-        for name in ("batch_size", "max_timesteps", "window_shards"):
+        for name in ("batch_size", "max_timesteps", "window_shards", "shuffle_block"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or value < 1):
@@ -120,36 +132,18 @@ def _group_parts(parts: list[Sequences], cfg: BatchConfig) -> Iterator[tuple[int
                 yield int(lengths[a]), part.slice(int(a), int(e))
 
 
-def pad(seqs: Sequences, rows: np.ndarray, pad_to: int = 0) -> Batch:
-    """Right-pad sequences ``rows`` of ``seqs`` into a `Batch` (length: own max or pad_to).
-
-    Rows of equal length are copied together as one (n, L, F) block: one numpy gather per
-    distinct length (a few in a bucket), never a Python step per sequence.
-    """
-    lengths = np.diff(seqs.offsets)[rows]
-    width = max(int(lengths.max(initial=0)), pad_to)
-    x = np.zeros((len(rows), width, seqs.x.shape[1]), np.float32)
-    y = np.zeros((len(rows), width), np.uint8)
-    starts = seqs.offsets[rows]
-    order = np.argsort(lengths, kind="stable")
-    cuts = np.flatnonzero(np.diff(lengths[order])) + 1
-    for a, e in zip(np.r_[0, cuts], np.r_[cuts, len(order)], strict=True) if len(order) else ():
-        same = order[a:e]
-        length = int(lengths[same[0]])
-        steps = starts[same][:, None] + np.arange(length)
-        x[same, :length] = seqs.x[steps]
-        y[same, :length] = seqs.y[steps]
-    mask = np.arange(width) < lengths[:, None]
-    return Batch(x, y, mask, lengths.astype(np.int32), seqs.ids[rows])
-
-
-ShardLoader = Callable[[int], list[Sequences]]  # shard index -> its buckets
+# (shard index, buffers to read into) -> its buckets
+ShardLoader = Callable[[int, ReadBuffers], list[Sequences]]
 
 
 def plan_batches(num_shards: int, load: ShardLoader, cfg: BatchConfig,
-                 boundaries: tuple[int, ...], num_features: int
-                 ) -> Iterator[tuple[Sequences, np.ndarray, int]]:
-    """The epoch's batches as (group sequences, rows, pad_to), before padding."""
+                 boundaries: tuple[int, ...]) -> Iterator[tuple[Group, np.ndarray, int]]:
+    """The epoch's batches as (group, rows, pad_to), before padding.
+
+    A group may be a view of buffers that are reused once the next window is read:
+    use each item before asking for the next one.
+    """
+    buffers = ReadBuffers()
     rng = np.random.default_rng([cfg.seed, cfg.epoch])
     order = rng.permutation(num_shards) if cfg.shuffle else np.arange(num_shards)
     windows = [order[i:i + cfg.window_shards] for i in range(0, num_shards, cfg.window_shards)]
@@ -158,48 +152,51 @@ def plan_batches(num_shards: int, load: ShardLoader, cfg: BatchConfig,
         last = w == len(windows) - 1
         pools: dict[int, list[Sequences]] = {k: [v] for k, v in carry.items()}
         for shard in window:
-            for key, part in _group_parts(load(int(shard)), cfg):
+            for key, part in _group_parts(load(int(shard), buffers), cfg):
                 pools.setdefault(key, []).append(part)
         carry, pending = {}, []
         for key in sorted(pools):
             # pop: each group's pieces are freed once joined, so a window is held once.
-            seqs = Sequences.concat(pools.pop(key), num_features)
+            group = Group.of(pools.pop(key))
             pad_to = boundaries[key] if cfg.pad_to_bucket else 0
-            rows = rng.permutation(len(seqs)) if cfg.shuffle else np.arange(len(seqs))
-            stops = _cut(seqs.lengths[rows], cfg, pad_to)
+            rows = (block_order(group.sizes, cfg.shuffle_block, rng) if cfg.shuffle
+                    else np.arange(len(group)))
+            stops = _cut(group.lengths[rows], cfg, pad_to)
             batches = list(zip([0, *stops[:-1]], stops, strict=True))
             tail_start = batches[-1][0]
             # Only a group's last batch may be short: carry it into the next window, and
             # at the end of the epoch keep it unless asked to drop it. With a budget, the
             # last batch always counts as short.
-            if cfg.size is None or len(seqs) - tail_start < cfg.size:
+            if cfg.size is None or len(group) - tail_start < cfg.size:
                 batches.pop()
                 if not last:
-                    carry[key] = seqs.take(rows[tail_start:])
+                    carry[key] = group.take(rows[tail_start:])
                 elif not cfg.drop_remainder:
-                    batches.append((tail_start, len(seqs)))
-            pending += [(seqs, rows[a:e], pad_to) for a, e in batches]
+                    batches.append((tail_start, len(group)))
+            pending += [(group, rows[a:e], pad_to) for a, e in batches]
         for i in rng.permutation(len(pending)) if cfg.shuffle else range(len(pending)):
             yield pending[i]
         pending.clear()  # free this window before the next is read
+        buffers.recycle()
 
 
 def iter_batches(dataset: Dataset, cfg: BatchConfig) -> Iterator[Batch]:
     """One epoch of `Batch` objects from ``dataset``."""
     _check_budget(dataset, cfg)
-    planned = plan_batches(len(dataset.shards), dataset.read_shard, cfg, dataset.boundaries,
-                           dataset.num_features)
-    for k, (seqs, rows, pad_to) in enumerate(planned):
+    planned = plan_batches(len(dataset.shards),
+                           lambda i, buffers: dataset.read_shard(i, buffers=buffers), cfg,
+                           dataset.boundaries)
+    for k, (group, rows, pad_to) in enumerate(planned):
         if k >= cfg.start:
-            yield pad(seqs, rows, pad_to)
+            yield group.pad(rows, pad_to)
 
 
 def plan_epoch(dataset: Dataset, cfg: BatchConfig) -> list[tuple[np.ndarray, np.ndarray]]:
     """(ids, lengths) of every batch of the epoch, reading only lengths and ids."""
     _check_budget(dataset, cfg)
-    planned = plan_batches(len(dataset.shards), lambda i: dataset.read_shard(i, values=False),
-                           cfg, dataset.boundaries, dataset.num_features)
-    return [(seqs.ids[rows], seqs.lengths[rows]) for seqs, rows, _ in planned]
+    planned = plan_batches(len(dataset.shards), lambda i, _: dataset.read_shard(i, values=False),
+                           cfg, dataset.boundaries)
+    return [(group.ids[rows], group.lengths[rows]) for group, rows, _ in planned]
 
 
 def _check_budget(dataset: Dataset, cfg: BatchConfig) -> None:

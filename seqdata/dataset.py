@@ -7,6 +7,7 @@ it does not use.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from seqdata.batch import Batch
 from seqdata.errors import ShardError
 from seqdata.formats import ShardFormat, get_format
 from seqdata.manifest import Manifest, ShardInfo, read_manifest
+from seqdata.readbuffers import ReadBuffers, read_file
 from seqdata.sequences import Sequences
 from seqdata.spec import LagSumSpec
 
@@ -84,39 +86,47 @@ class Dataset:
         return self.root / shard.path
 
     def read_shard(self, index: int, buckets: list[int] | None = None,
-                   values: bool = True) -> list[Sequences]:
+                   values: bool = True, buffers: ReadBuffers | None = None) -> list[Sequences]:
         """Buckets ``buckets`` (default: all) of shard ``index``, one `Sequences` each.
 
         With ``values=False`` only ids and lengths are read (``x`` has no columns and
-        ``y`` holds no data), which is what planning an epoch needs.
+        ``y`` holds no data), which is what planning an epoch needs. Reading a whole shard
+        reads its file with one call and checks its hash on those same bytes. With
+        ``buffers``, the result may be views of one of them: valid until it is recycled.
         """
         info = self.shards[index]
-        if self.check_hashes and index not in self._hashed:
-            self.check_hash(index)
+        path = self.shard_path(info)
+        unhashed = self.check_hashes and index not in self._hashed
+        whole = values and buckets is None and (unhashed or self._format.reads_whole)
+        data = read_file(path, buffers) if whole else None
+        if unhashed:
+            self.check_hash(index, data)
         wanted = list(range(len(self.boundaries))) if buckets is None else buckets
         present = [b for b, n in enumerate(info.bucket_sequences) if n]
-        parts = self._format.read_buckets(self.shard_path(info), wanted, present,
-                                          self.num_features, values)
+        parts = self._format.read_buckets(path, wanted, present, self.num_features, values,
+                                          data if self._format.reads_whole else None)
         for b, part in zip(wanted, parts, strict=True):
             if len(part) != info.bucket_sequences[b] or \
                     part.num_timesteps != info.bucket_timesteps[b]:
                 raise ShardError(
-                    f"shard {self.shard_path(info)} bucket {b} holds {len(part)} sequences / "
+                    f"shard {path} bucket {b} holds {len(part)} sequences / "
                     f"{part.num_timesteps} timesteps, the manifest says "
                     f"{info.bucket_sequences[b]} / {info.bucket_timesteps[b]}")
         return parts
 
-    def check_hash(self, index: int) -> None:
+    def check_hash(self, index: int, data: np.ndarray | None = None) -> None:
         """Raise ShardError unless shard ``index`` has the size and SHA-256 of the manifest.
 
         Reads check each shard once per `Dataset` (the first time it is read), so a
         damaged shard stops training with its name instead of feeding it wrong values.
+        ``data``: the file's bytes, if already read.
         """
         info = self.shards[index]
         path = self.shard_path(info)
         try:
-            size = path.stat().st_size
-            digest = file_sha256(path) if size == info.size else ""
+            size = path.stat().st_size if data is None else len(data)
+            digest = "" if size != info.size else (
+                file_sha256(path) if data is None else hashlib.sha256(data).hexdigest())
         except OSError as e:
             raise ShardError(f"shard {path} cannot be read: {e.strerror or e}") from None
         if size != info.size:

@@ -53,6 +53,7 @@ CASES = [
     (S, "generate {t}/o --length-sigma 1", "--lengths lognormal"),
     (S, "generate {t}/o --resume --overwrite", "not allowed with"),
     (T, "train --data {t}/ds --out {t}/o --batch-size 8 --max-timesteps 100", "--max-timesteps"),
+    (T, "train --data {t}/ds --out {t}/o --shuffle-block 0", "--shuffle-block"),
     (T, "train --data {t}/ds --out {t}/o --resume --overwrite", "--overwrite", "--resume"),
     # an unreadable directory, an empty dataset, a non-empty output
     (S, "inspect {t}/unreadable", "cannot read"),

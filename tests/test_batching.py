@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqdata import BatchConfig, SpecError
-from seqdata.batching import pad
+from seqdata.group import Group
 from seqdata.sequences import Sequences
 
 MODES = [
@@ -126,9 +126,9 @@ def test_window_size_bounds_what_is_read(h5_dataset, monkeypatch):
     reads = []
     original = type(h5_dataset).read_shard
 
-    def spy(self, index, buckets=None, values=True):
+    def spy(self, index, buckets=None, values=True, buffers=None):
         reads.append(index)
-        return original(self, index, buckets, values)
+        return original(self, index, buckets, values, buffers)
 
     monkeypatch.setattr(type(h5_dataset), "read_shard", spy)
     iterator = h5_dataset.batches(batch_size=16, window_shards=2)
@@ -166,7 +166,7 @@ def test_pad_places_each_sequence_at_the_start_of_its_row(lengths, data):
                      np.arange(len(lengths), dtype=np.int64) * 10)
     rows = np.array(data.draw(st.permutations(range(len(lengths)))))
     pad_to = data.draw(st.sampled_from([0, 12, 15]))
-    batch = pad(seqs, rows, pad_to)
+    batch = Group.of([seqs]).pad(rows, pad_to)
     assert batch.x.shape[1] == max(max(lengths), pad_to)
     for r, i in enumerate(rows):
         x, y = seqs.sequence(i)

@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from seqdata.batching import DEFAULT_BATCH_SIZE, DEFAULT_SHUFFLE_BLOCK
 from seqdata.cli import OneLineParser, bounded_int, finite_float, run_command
 from seqdata.errors import SeqdataError
 from trainer.errors import InputFileError, TrainerError
 
 EXIT_OK = 0
-DEFAULT_BATCH_SIZE = 1000
 DEFAULT_EPOCHS = 10
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -94,6 +94,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drop-remainder", action=flag,
                    help="drop the short last batch of each group (of each length with "
                         "--same-length)")
+    p.add_argument("--shuffle-block", type=bounded_int(1), metavar="K",
+                   help=f"shuffle blocks of K stored neighbours together (default "
+                        f"{DEFAULT_SHUFFLE_BLOCK}: batches are then copied as whole runs); 1 "
+                        f"shuffles every sequence on its own")
     p.add_argument("--epochs", type=bounded_int(1), metavar="N",
                    help=f"total epochs (default {DEFAULT_EPOCHS})")
     p.add_argument("--steps-per-epoch", type=bounded_int(1), metavar="N",
@@ -146,7 +150,8 @@ def train_config(args: argparse.Namespace) -> Any:
                 max_timesteps=args.max_timesteps, seed=_option(args, "seed", batching.seed),
                 pad_to_bucket=_option(args, "pad_to_bucket", batching.pad_to_bucket),
                 drop_remainder=_option(args, "drop_remainder", batching.drop_remainder),
-                same_length=_option(args, "same_length", batching.same_length)),
+                same_length=_option(args, "same_length", batching.same_length),
+                shuffle_block=_option(args, "shuffle_block", batching.shuffle_block)),
             epochs=_option(args, "epochs", DEFAULT_EPOCHS),
             steps_per_epoch=_option(args, "steps_per_epoch", None),
             checkpoint_every=args.checkpoint_every, log_batches=args.log_batches,

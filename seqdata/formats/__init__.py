@@ -25,16 +25,20 @@ BucketRun = tuple[int, int, int]  # (bucket, first sequence, stop) in a length-s
 class ShardFormat(Protocol):
     name: str
     suffix: str
+    reads_whole: bool  # whether reading all buckets is fastest from the file's bytes in memory
 
     def write(self, path: Path, seqs: Sequences, runs: Sequence[BucketRun], chunk: int) -> None:
         """Write a shard holding ``seqs`` to ``path``, one group per non-empty bucket run."""
         ...
 
     def read_buckets(self, path: Path, buckets: Sequence[int], present: Sequence[int],
-                     num_features: int, values: bool = True) -> list[Sequences]:
+                     num_features: int, values: bool = True,
+                     data: np.ndarray | None = None) -> list[Sequences]:
         """Buckets ``buckets`` of a shard whose non-empty buckets are ``present``.
 
         With ``values=False``, only ids and offsets are read: see `lengths_only`.
+        ``data``, if given, holds the whole file's bytes, already read: formats that
+        ``reads_whole`` return views of it, others read the file themselves.
 
         Raises ShardError naming ``path`` when the file does not hold what is expected.
         """

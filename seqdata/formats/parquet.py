@@ -49,6 +49,7 @@ def _table(part: Sequences, bucket: int, schema: pa.Schema) -> pa.Table:
 class ParquetFormat:
     name = "parquet"
     suffix = ".parquet"
+    reads_whole = False  # pyarrow reads (and decodes in parallel) best from the file itself
 
     def write(self, path: Path, seqs: Sequences, runs: Sequence[BucketRun], chunk: int) -> None:
         schema = arrow_schema(seqs.x.shape[1]).with_metadata(
@@ -60,7 +61,9 @@ class ParquetFormat:
                 writer.write_table(table, row_group_size=max(1, len(table)))
 
     def read_buckets(self, path: Path, buckets: Sequence[int], present: Sequence[int],
-                     num_features: int, values: bool = True) -> list[Sequences]:
+                     num_features: int, values: bool = True,
+                     data: np.ndarray | None = None) -> list[Sequences]:
+        del data  # pyarrow reads from the file (its decoding reads in parallel)
         try:
             pf = pq.ParquetFile(path)
             if pf.metadata.num_row_groups != len(present):
@@ -71,15 +74,33 @@ class ParquetFormat:
                 raise ShardError(f"shard {path} has schema {pf.schema_arrow.remove_metadata()}, "
                                  f"expected {expected}")
             index = {b: i for i, b in enumerate(present)}
-            if values:
-                return [self._read_row_group(pf, index[b], path, num_features) if b in index
-                        else Sequences.empty(num_features) for b in buckets]
-            return [self._read_lengths(pf, index[b], b, path) if b in index
-                    else Sequences.empty(0) for b in buckets]
+            if not values:
+                return [self._read_lengths(pf, index[b], b, path) if b in index
+                        else Sequences.empty(0) for b in buckets]
+            groups = self._read_groups(pf, path, [index[b] for b in buckets if b in index])
+            return [_sequences(*groups[index[b]], path, index[b], num_features) if b in index
+                    else Sequences.empty(num_features) for b in buckets]
         except ShardError:
             raise
         except (OSError, pa.ArrowException, ValueError, TypeError, IndexError) as e:
             raise ShardError(f"shard {path} is not a readable seqdata Parquet shard: {e}") from None
+
+    @staticmethod
+    def _read_groups(pf: pq.ParquetFile, path: Path,
+                     groups: list[int]) -> dict[int, list[pa.Array]]:
+        """(id, x, y) arrays of row groups ``groups``, decoded without concatenation."""
+        columns = ["id", "x", "y"]
+        if len(groups) < pf.metadata.num_row_groups:
+            return {g: [c.combine_chunks() for c in pf.read_row_group(g, columns=columns).columns]
+                    for g in groups}
+        # read_table decodes row groups in parallel, a chunk per row group: the fast path.
+        table = pq.read_table(path, columns=columns)
+        result, start = {}, 0
+        for g in groups:
+            rows = pf.metadata.row_group(g).num_rows
+            result[g] = [_one_chunk(c.slice(start, rows)) for c in table.columns]
+            start += rows
+        return result
 
     @staticmethod
     def _read_lengths(pf: pq.ParquetFile, group: int, bucket: int, path: Path) -> Sequences:
@@ -94,21 +115,22 @@ class ParquetFormat:
         np.cumsum(lengths, out=offsets[1:])
         return lengths_only(offsets, table.column("id").to_numpy().astype(np.int64, copy=False))
 
-    @staticmethod
-    def _read_row_group(pf: pq.ParquetFile, group: int, path: Path,
-                        num_features: int) -> Sequences:
-        table = pf.read_row_group(group, columns=["id", "x", "y"])
-        xs = table.column("x").combine_chunks()
-        ys = table.column("y").combine_chunks()
-        if xs.null_count or ys.null_count:
-            raise ShardError(f"shard {path} row group {group} holds null sequences")
-        offsets = xs.offsets.to_numpy().astype(np.int64)
-        offsets -= offsets[0]
-        steps = xs.flatten()  # honours the list offsets
-        x = steps.flatten().to_numpy(zero_copy_only=False).reshape(-1, num_features)
-        y = ys.flatten().to_numpy(zero_copy_only=False)
-        y_offsets = ys.offsets.to_numpy()
-        if not np.array_equal(y_offsets - y_offsets[0], offsets) or len(x) != len(y):
-            raise ShardError(f"shard {path} row group {group}: x and y lengths differ")
-        ids = table.column("id").to_numpy()
-        return Sequences(x, y, offsets, ids.astype(np.int64, copy=False))
+
+def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
+def _sequences(ids: pa.Array, xs: pa.ListArray, ys: pa.ListArray, path: Path, group: int,
+               num_features: int) -> Sequences:
+    """One row group's arrays as `Sequences`: views of Arrow's buffers, no copies."""
+    if xs.null_count or ys.null_count:
+        raise ShardError(f"shard {path} row group {group} holds null sequences")
+    offsets = xs.offsets.to_numpy().astype(np.int64)
+    offsets -= offsets[0]
+    steps = xs.flatten()  # honours the list offsets
+    x = steps.flatten().to_numpy(zero_copy_only=False).reshape(-1, num_features)
+    y = ys.flatten().to_numpy(zero_copy_only=False)
+    y_offsets = ys.offsets.to_numpy()
+    if not np.array_equal(y_offsets - y_offsets[0], offsets) or len(x) != len(y):
+        raise ShardError(f"shard {path} row group {group}: x and y lengths differ")
+    return Sequences(x, y, offsets, ids.to_numpy().astype(np.int64, copy=False))
