@@ -22,7 +22,8 @@ give the same batches in the same order from either format.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -57,6 +58,7 @@ class BatchConfig:
         drop_remainder: drop the last, short batch of each group.
         window_shards: shards read into memory at a time.
         shuffle_block: neighbours shuffled together as one block (1: every sequence alone).
+        read_ahead: read the next window on a thread while this one is batched.
         start: skip (without materializing) the first ``start`` batches of the epoch.
     """
 
@@ -71,6 +73,7 @@ class BatchConfig:
     drop_remainder: bool = False
     window_shards: int = 2
     shuffle_block: int = DEFAULT_SHUFFLE_BLOCK
+    read_ahead: bool = True
     start: int = 0
 
     def __post_init__(self) -> None:
@@ -143,21 +146,20 @@ def plan_batches(num_shards: int, load: ShardLoader, cfg: BatchConfig,
     A group may be a view of buffers that are reused once the next window is read:
     use each item before asking for the next one.
     """
-    buffers = ReadBuffers()
     rng = np.random.default_rng([cfg.seed, cfg.epoch])
     order = rng.permutation(num_shards) if cfg.shuffle else np.arange(num_shards)
     windows = [order[i:i + cfg.window_shards] for i in range(0, num_shards, cfg.window_shards)]
     carry: dict[int, Sequences] = {}
-    for w, window in enumerate(windows):
+    for w, shards in enumerate(_read_windows(windows, load, cfg.read_ahead)):
         last = w == len(windows) - 1
-        pools: dict[int, list[Sequences]] = {k: [v] for k, v in carry.items()}
-        for shard in window:
-            for key, part in _group_parts(load(int(shard), buffers), cfg):
-                pools.setdefault(key, []).append(part)
+        members: dict[int, list[Sequences]] = {k: [v] for k, v in carry.items()}
+        for parts in shards:
+            for key, part in _group_parts(parts, cfg):
+                members.setdefault(key, []).append(part)
         carry, pending = {}, []
-        for key in sorted(pools):
-            # pop: each group's pieces are freed once joined, so a window is held once.
-            group = Group.of(pools.pop(key))
+        for key in sorted(members):
+            # pop: each group's pieces are freed with it, so a window is held once.
+            group = Group.of(members.pop(key))
             pad_to = boundaries[key] if cfg.pad_to_bucket else 0
             rows = (block_order(group.sizes, cfg.shuffle_block, rng) if cfg.shuffle
                     else np.arange(len(group)))
@@ -177,7 +179,34 @@ def plan_batches(num_shards: int, load: ShardLoader, cfg: BatchConfig,
         for i in rng.permutation(len(pending)) if cfg.shuffle else range(len(pending)):
             yield pending[i]
         pending.clear()  # free this window before the next is read
-        buffers.recycle()
+
+
+def _read_windows(windows: list[np.ndarray], load: ShardLoader,
+                  read_ahead: bool) -> Iterator[list[list[Sequences]]]:
+    """The buckets of each window's shards; with ``read_ahead``, the next window is read
+    on a thread while this one is used (reads and pyarrow's decoding release the GIL).
+
+    A window's buffers are recycled when the window after it is asked for, so windows
+    alternate between two sets of buffers.
+    """
+    buffers = (ReadBuffers(), ReadBuffers())
+
+    def read(w: int) -> list[list[Sequences]]:
+        return [load(int(shard), buffers[w % 2]) for shard in windows[w]]
+
+    if not read_ahead:
+        for w in range(len(windows)):
+            yield read(w)
+            buffers[w % 2].recycle()
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="seqdata-read-ahead") as reader:
+        future = reader.submit(read, 0)
+        for w in range(len(windows)):
+            shards = future.result()
+            if w + 1 < len(windows):
+                future = reader.submit(read, w + 1)
+            yield shards
+            buffers[w % 2].recycle()
 
 
 def iter_batches(dataset: Dataset, cfg: BatchConfig) -> Iterator[Batch]:
@@ -195,7 +224,7 @@ def plan_epoch(dataset: Dataset, cfg: BatchConfig) -> list[tuple[np.ndarray, np.
     """(ids, lengths) of every batch of the epoch, reading only lengths and ids."""
     _check_budget(dataset, cfg)
     planned = plan_batches(len(dataset.shards), lambda i, _: dataset.read_shard(i, values=False),
-                           cfg, dataset.boundaries)
+                           replace(cfg, read_ahead=False), dataset.boundaries)
     return [(group.ids[rows], group.lengths[rows]) for group, rows, _ in planned]
 
 

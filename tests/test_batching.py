@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqdata import BatchConfig, SpecError
+from seqdata import BatchConfig, SpecError, open_dataset
 from seqdata.group import Group
 from seqdata.sequences import Sequences
 
@@ -122,7 +122,8 @@ def test_start_skips_batches_exactly(h5_dataset):
         np.testing.assert_array_equal(p.ids, q.ids)
 
 
-def test_window_size_bounds_what_is_read(h5_dataset, monkeypatch):
+@pytest.mark.parametrize("read_ahead", [False, True])
+def test_window_size_bounds_what_is_read(h5_dataset, monkeypatch, read_ahead):
     reads = []
     original = type(h5_dataset).read_shard
 
@@ -131,11 +132,39 @@ def test_window_size_bounds_what_is_read(h5_dataset, monkeypatch):
         return original(self, index, buckets, values, buffers)
 
     monkeypatch.setattr(type(h5_dataset), "read_shard", spy)
-    iterator = h5_dataset.batches(batch_size=16, window_shards=2)
+    iterator = h5_dataset.batches(batch_size=16, window_shards=2, read_ahead=read_ahead)
     next(iterator)
-    assert len(reads) == 2  # only the first window was read to yield the first batch
+    # the first window was read to yield the first batch; with read-ahead, the second too
+    assert len(reads) == 2 or (read_ahead and len(reads) <= 4)
     list(iterator)
     assert sorted(reads) == list(range(len(h5_dataset.shards)))
+
+
+@pytest.mark.parametrize("fmt", ["hdf5", "parquet"])
+def test_read_ahead_and_buffer_reuse_change_nothing(datasets, fmt):
+    """Batches stay right although later windows reuse the buffers of earlier ones."""
+    ds = open_dataset(datasets[fmt])
+    flat = ds.read_all()
+    where = {int(i): k for k, i in enumerate(flat.ids)}
+    kw = dict(batch_size=8, window_shards=1, seed=4)
+    ahead = list(ds.batches(**kw))
+    plain = list(ds.batches(**kw, read_ahead=False))
+    assert len(ahead) == len(plain)
+    for p, q in zip(ahead, plain, strict=True):
+        np.testing.assert_array_equal(p.x, q.x)
+        np.testing.assert_array_equal(p.ids, q.ids)
+        for r in range(len(p)):
+            np.testing.assert_array_equal(p.x[r, : p.lengths[r]],
+                                          flat.sequence(where[int(p.ids[r])])[0])
+
+
+def test_an_epoch_abandoned_early_stops_its_reader(h5_dataset):
+    import threading
+
+    iterator = h5_dataset.batches(batch_size=8, window_shards=1)
+    next(iterator)
+    iterator.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("seqdata-read-ahead")]
 
 
 @pytest.mark.parametrize("kw, match", [

@@ -208,7 +208,7 @@ def test_preset_seed_trains_like_the_seed(datasets, tmp_path):
                                  "seed": 0, "epoch": 0, "shuffle": True,
                                  "pad_to_bucket": False, "drop_remainder": True,
                                  "same_length": True, "window_shards": 2, "shuffle_block": 32,
-                                 "start": 0}
+                                 "read_ahead": True, "start": 0}
     assert train["model"] == {"lstm_units": [32, 8], "output_activation": "sigmoid",
                               "learning_rate": 0.001}
     assert train["steps_per_epoch"] == 3 and train["epochs"] == 1  # explicit options win
