@@ -32,6 +32,7 @@ def test_stream_yields_the_datasets_batches_across_epochs(h5_dataset):
     second = list(h5_dataset.batches(batch_size=16, epoch=1))
     for (x, y, mask), batch in zip(got, first + second[:3], strict=True):
         np.testing.assert_array_equal(x.numpy(), batch.x)
+        np.testing.assert_array_equal(y.numpy(), batch.y)
         np.testing.assert_array_equal(mask.numpy(), batch.mask)
 
 

@@ -55,3 +55,25 @@ def test_duckdb_alone(pq_dataset):
     flat = pq_dataset.read_all()
     k = int(np.flatnonzero(flat.ids == 42)[0])
     np.testing.assert_array_equal(next(iter(labels.values())), flat.sequence(k)[1])
+
+
+def test_pytorch_alone(h5_dataset):
+    """docs/FORMAT.md's PyTorch snippet: h5py + torch, no seqdata."""
+    import torch
+    from torch.nn.utils.rnn import pad_sequence
+
+    flat = h5_dataset.read_all()
+    where = {int(i): k for k, i in enumerate(flat.ids)}
+    shard = sorted(h5_dataset.root.glob("shard-*.h5"))[0]
+    with h5py.File(shard) as f:
+        name = sorted(f)[-1]
+        off, x = f[name]["offsets"][()], torch.from_numpy(f[name]["x"][()])
+        ids = f[name]["ids"][()]
+    seqs = torch.tensor_split(x, torch.from_numpy(off[1:-1]))
+    batch = pad_sequence(seqs, batch_first=True)
+    mask = torch.arange(batch.shape[1]) < torch.from_numpy(np.diff(off))[:, None]
+    assert batch.shape == (len(ids), int(np.diff(off).max()), 5)
+    for row, i in enumerate(ids):
+        expected, _ = flat.sequence(where[int(i)])
+        np.testing.assert_array_equal(batch[row][mask[row]].numpy(), expected)
+        assert not batch[row][~mask[row]].any()
