@@ -72,15 +72,16 @@ def lag_sums(x: np.ndarray, offsets: np.ndarray, window: int,
     if window > 1 and len(offsets) > 1:
         # The first K-1 steps of each sequence picked up terms from the sequence before:
         # recompute those few from scratch (adding 0.0 for an absent term is exact).
-        head = np.arange(window - 1)
-        starts = offsets[:-1, None]
-        keep = head[None, :] < np.diff(offsets)[:, None]
-        t = (starts + head)[keep]
-        j = np.broadcast_to(head, keep.shape)[keep]
-        fixed = x[t, 0].copy()
-        for i in range(1, window):
-            fixed += np.where(j >= i, x[np.maximum(t - i, 0), i], np.float32(0))
-        s[t] = fixed
+        # Step h of a sequence sums terms i = 0..h; adding 0 once stands for the absent
+        # terms i > h exactly (the seed's code added zeros, which turns -0.0 into +0.0).
+        starts, lengths = offsets[:-1], np.diff(offsets)
+        for h in range(window - 1):
+            t = starts[lengths > h] + h
+            fixed = x[t, 0]
+            for i in range(1, h + 1):
+                fixed += x[t - i, i]
+            fixed += 0
+            s[t] = fixed
     return s
 
 
