@@ -11,6 +11,7 @@ of sequences: a dataset of N sequences is a prefix of every larger one.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -51,19 +52,23 @@ def _empty(buffers: ChunkBuffers | None, name: str, shape: tuple[int, ...],
 LAG_BLOCK = 16_384
 
 
-def lag_sums(x: np.ndarray, offsets: np.ndarray, window: int,
-             out: np.ndarray | None = None) -> np.ndarray:
+def lag_sums(x: np.ndarray, offsets: np.ndarray, window: int, out: np.ndarray | None = None,
+             fill: Callable[[np.ndarray], object] | None = None) -> np.ndarray:
     """``s[t] = x[t,0] + x[t-1,1] + ... + x[t-K+1,K-1]`` within each sequence, float32.
 
     Terms whose time index falls before the start of their sequence are absent. The sum
     is accumulated in float32 in the order i = 0..K-1, exactly as the seed's code does
     (every element goes through the same additions in the same order, block by block).
-    ``out``, if given, receives the sums.
+    ``out``, if given, receives the sums. ``fill``, if given, is called on each block of
+    rows of ``x``, in order, just before the block is summed: generation draws the values
+    there, so that they are summed while still in cache.
     """
     total = len(x)
     s = np.empty(total, x.dtype) if out is None else out
     for a in range(0, total, LAG_BLOCK):
         b = min(a + LAG_BLOCK, total)
+        if fill is not None:
+            fill(x[a:b])
         np.copyto(s[a:b], x[a:b, 0])
         for i in range(1, window):
             lo = max(a, i)
@@ -118,8 +123,9 @@ def generate_chunk(spec: LagSumSpec, chunk: int, buffers: ChunkBuffers | None = 
     np.cumsum(sorted_lengths, out=offsets[1:])
     total = int(offsets[-1])
     x = _empty(buffers, "x", (total, spec.num_features), np.float32)
-    rng.random(out=x, dtype=np.float32)  # the same stream as rng.random(x.shape, float32)
-    sums = lag_sums(x, offsets, spec.window, out=_empty(buffers, "sums", (total,), np.float32))
+    # Drawn block by block as the sums go: the same stream as rng.random(x.shape, float32).
+    sums = lag_sums(x, offsets, spec.window, out=_empty(buffers, "sums", (total,), np.float32),
+                    fill=lambda rows: rng.random(out=rows, dtype=np.float32))
     y = labels_from_sums(sums, spec.threshold, out=_empty(buffers, "y", (total,), np.uint8))
     if spec.seed_compat_leak:
         # The seed's `y = x[:, :, 0]` is a view: its in-place sum overwrites feature 0.

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqdata import LagSumSpec, LogNormalLengths, UniformLengths
-from seqdata.generate import LAG_BLOCK, ChunkBuffers, generate_chunk, lag_sums
+from seqdata.generate import LAG_BLOCK, ChunkBuffers, chunk_rng, generate_chunk, lag_sums
 
 
 def naive_labels(x: np.ndarray, window: int, threshold: float) -> np.ndarray:
@@ -118,6 +118,15 @@ def test_reused_buffers_give_the_values_of_fresh_generation():
             reused, fresh = generate_chunk(spec, chunk, buffers), generate_chunk(spec, chunk)
             for field in ("x", "y", "offsets", "ids"):
                 np.testing.assert_array_equal(getattr(reused, field), getattr(fresh, field))
+
+
+def test_values_drawn_block_by_block_are_the_chunks_stream_drawn_whole():
+    spec = LagSumSpec(num_sequences=3000, chunk_size=3000)
+    rng = chunk_rng(spec, 0)
+    total = int(spec.lengths.sample(rng, spec.chunk_size).sum())
+    assert total > 2 * LAG_BLOCK
+    expected = rng.random((total, spec.num_features), dtype=np.float32)
+    np.testing.assert_array_equal(generate_chunk(spec, 0, ChunkBuffers()).x, expected)
 
 
 def test_chunk_out_of_range_is_refused():
