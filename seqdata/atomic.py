@@ -21,6 +21,7 @@ from pathlib import Path
 from seqdata.errors import OutputError
 
 TMP_SUFFIX = ".tmp"
+WRITE_PIECE = 1 << 20
 
 
 def temporary_path(path: Path) -> Path:
@@ -90,8 +91,12 @@ def write_bytes_atomic(path: Path, data: bytes | memoryview, durable: bool = Tru
 
     Without ``durable``, writeback to disk is started but not waited for.
     """
+    view = memoryview(data).cast("B")
     with atomic_output(path, durable) as tmp, open(tmp, "wb") as f:
-        f.write(data)
+        # In pieces: one write of tens of MB into the page cache measured 2-3x slower here
+        # than the same bytes written 1 MB at a time.
+        for start in range(0, len(view), WRITE_PIECE):
+            f.write(view[start:start + WRITE_PIECE])
         if not durable:
             f.flush()
             start_writeback(f.fileno())
