@@ -2,20 +2,26 @@
 
 A reader either sees the complete file at its final path or no file there; a failed
 write (disk full, permission denied) removes its temporary file and says what failed.
+A file published with ``durable=False`` is renamed without waiting for the disk: it is
+just as atomic for every reader, but survives a power loss only once `fsync_path` has run
+on it and on its directory (the build does that for all shards before the manifest).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import hashlib
 import mmap
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from seqdata.errors import OutputError
 
 TMP_SUFFIX = ".tmp"
+WRITE_PIECE = 1 << 20
 
 
 def temporary_path(path: Path) -> Path:
@@ -33,19 +39,45 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-@contextlib.contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it is fsynced and renamed to ``path``.
+SYNC_FILE_RANGE_WRITE = 2
 
-    On any error the temporary file is removed; OS errors become an OutputError naming
-    ``path`` (disk full, permission denied, ...).
+
+@functools.cache
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):  # not Linux
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+def start_writeback(fd: int) -> None:
+    """Have the kernel start writing ``fd``'s dirty pages to disk, without waiting for
+    them (Linux ``sync_file_range``; a no-op elsewhere or if it fails: it only hints)."""
+    function = _sync_file_range()
+    if function is not None:
+        function(fd, 0, 0, SYNC_FILE_RANGE_WRITE)
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path, durable: bool = True) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it is renamed to ``path``.
+
+    With ``durable``, the file is fsynced before the rename and the directory after it;
+    without, both are left to the caller (see the module's docstring). On any error the
+    temporary file is removed; OS errors become an OutputError naming ``path`` (disk
+    full, permission denied, ...).
     """
     tmp = temporary_path(path)
     try:
         yield tmp
-        fsync_path(tmp)
+        if durable:
+            fsync_path(tmp)
         os.replace(tmp, path)
-        fsync_path(path.parent)
+        if durable:
+            fsync_path(path.parent)
     except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -54,10 +86,20 @@ def atomic_output(path: Path) -> Iterator[Path]:
         raise
 
 
-def write_bytes_atomic(path: Path, data: bytes | memoryview) -> None:
-    """Write ``data`` to ``path`` so that ``path`` never holds a partial file."""
-    with atomic_output(path) as tmp:
-        tmp.write_bytes(data)
+def write_bytes_atomic(path: Path, data: bytes | memoryview, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` so that ``path`` never holds a partial file.
+
+    Without ``durable``, writeback to disk is started but not waited for.
+    """
+    view = memoryview(data).cast("B")
+    with atomic_output(path, durable) as tmp, open(tmp, "wb") as f:
+        # In pieces: one write of tens of MB into the page cache measured 2-3x slower here
+        # than the same bytes written 1 MB at a time.
+        for start in range(0, len(view), WRITE_PIECE):
+            f.write(view[start:start + WRITE_PIECE])
+        if not durable:
+            f.flush()
+            start_writeback(f.fileno())
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -1,29 +1,33 @@
 """Build a dataset: plan chunks, run them (in-process or on local processes), publish.
 
-Every chunk is an independent task (generate -> group by bucket -> encode -> hash ->
-atomic write) that returns its `ShardInfo`, so any executor can run them. The manifest is
-written last: a directory without one is an unfinished build, never a wrong dataset.
+Every chunk is an independent task (generate -> group by bucket -> encode in memory ->
+hash -> atomic write) that returns its `ShardInfo`, so any executor can run them. Shards
+are renamed into place without waiting for the disk; all of them are fsynced before the
+manifest is written, last: a directory without one is an unfinished build, never a
+wrong dataset.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import multiprocessing
 import os
 import re
 import signal
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from seqdata.atomic import atomic_output, file_sha256
+from seqdata.atomic import fsync_path, write_bytes_atomic
 from seqdata.buckets import auto_boundaries, check_boundaries, optimal_boundaries
 from seqdata.errors import OutputError, SpecError
 from seqdata.formats import SUFFIXES, get_format
-from seqdata.generate import generate_chunk
+from seqdata.generate import ChunkBuffers, generate_chunk
 from seqdata.journal import (
     JOURNAL_NAME,
     BuildPlan,
@@ -33,6 +37,7 @@ from seqdata.journal import (
     start_journal,
 )
 from seqdata.manifest import MANIFEST_NAME, Manifest, ShardInfo, read_manifest, write_manifest
+from seqdata.memfile import MemoryFile
 from seqdata.progress import Progress
 from seqdata.spec import LagSumSpec
 
@@ -62,24 +67,53 @@ def resolve_boundaries(spec: LagSumSpec, boundaries: Sequence[int] | None = None
     return auto_boundaries(pmf, low)
 
 
+@dataclass
+class ShardBuffers:
+    """Memory one process reuses from shard to shard: chunk arrays and the file image."""
+
+    chunk: ChunkBuffers = field(default_factory=ChunkBuffers)
+    image: MemoryFile = field(default_factory=MemoryFile)
+
+
+_worker_buffers: ShardBuffers | None = None  # set in each pool worker by _init_worker
+
+
 def build_shard(spec: LagSumSpec, chunk: int, fmt: str, boundaries: tuple[int, ...],
-                out: str) -> tuple[ShardInfo, np.ndarray]:
-    """Generate, encode and publish one shard; returns its info and length counts."""
-    seqs = generate_chunk(spec, chunk)
+                out: str, buffers: ShardBuffers | None = None) -> tuple[ShardInfo, np.ndarray]:
+    """Generate, encode and publish one shard; returns its info and length counts.
+
+    The shard is renamed into place without waiting for the disk: see `sync_shards`.
+    """
+    buffers = buffers or _worker_buffers or ShardBuffers()
+    seqs = generate_chunk(spec, chunk, buffers.chunk)
     lengths = seqs.lengths  # sorted ascending, so each bucket is one run
     cuts = np.searchsorted(lengths, boundaries, side="right")
     starts = np.concatenate(([0], cuts[:-1]))
     runs = [(b, int(a), int(e)) for b, (a, e) in enumerate(zip(starts, cuts, strict=True))
             if e > a]
     name = shard_name(chunk, fmt)
-    with atomic_output(Path(out) / name) as tmp:
-        get_format(fmt).write(tmp, seqs, runs, chunk)
-        size, digest = tmp.stat().st_size, file_sha256(tmp)
+    image = buffers.image
+    image.reset(capacity=sum(a.nbytes for a in (seqs.x, seqs.y, seqs.offsets, seqs.ids))
+                + (1 << 20))
+    get_format(fmt).encode(image, seqs, runs, chunk)
+    data = image.getbuffer()
+    digest = hashlib.sha256(data).hexdigest()
+    write_bytes_atomic(Path(out) / name, data, durable=False)
     steps = seqs.offsets[cuts] - seqs.offsets[starts]
-    info = ShardInfo(name, chunk, tuple((cuts - starts).tolist()), tuple(steps.tolist()), size,
-                     digest)
+    info = ShardInfo(name, chunk, tuple((cuts - starts).tolist()), tuple(steps.tolist()),
+                     len(data), digest)
     span = spec.lengths.high - spec.lengths.low + 1
     return info, np.bincount(lengths - spec.lengths.low, minlength=span)
+
+
+def sync_shards(out: Path, shards: Sequence[ShardInfo]) -> None:
+    """Make published shards and their names durable (before the manifest names them)."""
+    try:
+        for info in shards:
+            fsync_path(out / info.path)
+        fsync_path(out)
+    except OSError as e:
+        raise OutputError(f"cannot sync {e.filename or out}: {e.strerror or e}") from e
 
 
 def is_build_file(name: str) -> bool:
@@ -122,8 +156,11 @@ def prepare_output(out: Path, overwrite: bool) -> None:
             raise OutputError(f"cannot remove {out / name}: {e.strerror or e}") from None
 
 
-def _die_with_parent() -> None:
-    """Worker initializer: on Linux, get SIGKILL when the parent dies (no orphan writers)."""
+def _init_worker() -> None:
+    """Pool worker initializer: buffers to reuse, and on Linux, SIGKILL when the parent
+    dies (no orphan writers)."""
+    global _worker_buffers
+    _worker_buffers = ShardBuffers()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
@@ -132,12 +169,13 @@ def _run_chunks(plan: BuildPlan, chunks: list[int], out: Path,
                 workers: int) -> Iterator[tuple[ShardInfo, np.ndarray]]:
     spec, fmt, boundaries = plan.spec, plan.format, plan.boundaries
     if workers == 1:
+        buffers = ShardBuffers()
         for c in chunks:
-            yield build_shard(spec, c, fmt, boundaries, str(out))
+            yield build_shard(spec, c, fmt, boundaries, str(out), buffers)
         return
     context = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                             initializer=_die_with_parent) as pool:
+                             initializer=_init_worker) as pool:
         futures = [pool.submit(build_shard, spec, c, fmt, boundaries, str(out)) for c in chunks]
         try:
             for future in as_completed(futures):
@@ -189,6 +227,7 @@ def build_dataset(out: Path | str, spec: LagSumSpec, fmt: str = "hdf5",
     manifest = Manifest(spec, fmt, plan.boundaries,
                         tuple(results[c][0] for c in range(spec.num_chunks)),
                         tuple(int(c) for c in counts))
+    sync_shards(out, manifest.shards)
     write_manifest(out, manifest)
     finish_journal(out)
     return manifest

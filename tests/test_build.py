@@ -91,3 +91,39 @@ def test_a_file_as_output_is_refused(tmp_path):
     target.write_text("x")
     with pytest.raises(OutputError, match="exists and is not a directory"):
         build_dataset(target, SMALL_SPEC, progress=False)
+
+
+def test_shards_are_synced_before_the_manifest(tmp_path, monkeypatch):
+    import seqdata.build
+
+    events = []
+    real_fsync, real_manifest = seqdata.build.fsync_path, seqdata.build.write_manifest
+    monkeypatch.setattr(seqdata.build, "fsync_path",
+                        lambda path: (events.append(path.name), real_fsync(path)))
+    monkeypatch.setattr(seqdata.build, "write_manifest",
+                        lambda out, m: (events.append("write_manifest"), real_manifest(out, m)))
+    out = tmp_path / "ds"
+    manifest = build_dataset(out, SMALL_SPEC, workers=2, progress=False)
+    shards = [s.path for s in manifest.shards]
+    assert len(shards) > 1
+    assert events == [*shards, out.name, "write_manifest"]
+
+
+def test_reused_buffers_give_the_bytes_of_fresh_ones(tmp_path):
+    from seqdata.build import ShardBuffers, build_shard, resolve_boundaries
+
+    # Shards of different sizes through one set of buffers, which shrink and grow.
+    spec = LagSumSpec(num_sequences=2500, chunk_size=1000)
+    boundaries = resolve_boundaries(spec)
+    reused, fresh = tmp_path / "reused", tmp_path / "fresh"
+    reused.mkdir()
+    fresh.mkdir()
+    for fmt in ("hdf5", "parquet"):
+        buffers = ShardBuffers()
+        for chunk in (1, 2, 0, 2):
+            info, counts = build_shard(spec, chunk, fmt, boundaries, str(reused), buffers)
+            fresh_info, fresh_counts = build_shard(spec, chunk, fmt, boundaries, str(fresh))
+            assert info == fresh_info
+            np.testing.assert_array_equal(counts, fresh_counts)
+            name = shard_name(chunk, fmt)
+            assert (reused / name).read_bytes() == (fresh / name).read_bytes()

@@ -1,10 +1,12 @@
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqdata import LagSumSpec, UniformLengths
-from seqdata.generate import generate_chunk, lag_sums
+from seqdata import LagSumSpec, LogNormalLengths, UniformLengths
+from seqdata.generate import LAG_BLOCK, ChunkBuffers, chunk_rng, generate_chunk, lag_sums
 
 
 def naive_labels(x: np.ndarray, window: int, threshold: float) -> np.ndarray:
@@ -87,6 +89,44 @@ def test_lag_sums_do_not_cross_sequence_boundaries():
     x = np.ones((7, 3), np.float32)
     offsets = np.array([0, 1, 3, 7])
     np.testing.assert_array_equal(lag_sums(x, offsets, 3), [1, 1, 2, 1, 2, 3, 3])
+
+
+@pytest.mark.parametrize("window", [1, 2, 5])
+def test_blocked_lag_sums_equal_the_seeds_per_sequence_sums(window):
+    rng = np.random.default_rng(window)
+    lengths = rng.integers(1, 60, size=3 * LAG_BLOCK // 20)
+    offsets = np.concatenate(([0], np.cumsum(lengths)))
+    assert offsets[-1] > 2 * LAG_BLOCK  # several blocks, sequences straddling their edges
+    x = rng.random((int(offsets[-1]), 5), dtype=np.float32)
+    expected = []
+    for a, b in itertools.pairwise(offsets):
+        s = x[a:b, 0].copy()  # the seed's code, one sequence at a time
+        for k in range(1, window):
+            s[k:] += x[a:b - k, k]
+        expected.append(s)
+    np.testing.assert_array_equal(lag_sums(x, offsets, window), np.concatenate(expected))
+
+
+def test_reused_buffers_give_the_values_of_fresh_generation():
+    # Chunks of different sizes (lognormal lengths, a short last chunk) through one set of
+    # buffers, which therefore shrink, grow and are overwritten.
+    for spec in (LagSumSpec(num_sequences=2500, chunk_size=1000, lengths=LogNormalLengths(),
+                            seed=4),
+                 LagSumSpec(num_sequences=2500, chunk_size=1000, seed_compat_leak=True)):
+        buffers = ChunkBuffers()
+        for chunk in (0, 2, 1, 0):
+            reused, fresh = generate_chunk(spec, chunk, buffers), generate_chunk(spec, chunk)
+            for field in ("x", "y", "offsets", "ids"):
+                np.testing.assert_array_equal(getattr(reused, field), getattr(fresh, field))
+
+
+def test_values_drawn_block_by_block_are_the_chunks_stream_drawn_whole():
+    spec = LagSumSpec(num_sequences=3000, chunk_size=3000)
+    rng = chunk_rng(spec, 0)
+    total = int(spec.lengths.sample(rng, spec.chunk_size).sum())
+    assert total > 2 * LAG_BLOCK
+    expected = rng.random((total, spec.num_features), dtype=np.float32)
+    np.testing.assert_array_equal(generate_chunk(spec, 0, ChunkBuffers()).x, expected)
 
 
 def test_chunk_out_of_range_is_refused():

@@ -152,14 +152,14 @@ def test_a_full_disk_is_a_clear_error_with_nothing_half_written(tmp_path, monkey
     else:  # not allowed to mount here: inject the same error into the shard writer
         from seqdata.formats.hdf5 import Hdf5Format
 
-        real = Hdf5Format.write
+        real = Hdf5Format.encode
 
-        def full_after_two(self, path, seqs, runs, chunk):
+        def full_after_two(self, out, seqs, runs, chunk):
             if chunk >= 2:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            real(self, path, seqs, runs, chunk)
+            real(self, out, seqs, runs, chunk)
 
-        monkeypatch.setattr(Hdf5Format, "write", full_after_two)
+        monkeypatch.setattr(Hdf5Format, "encode", full_after_two)
         with pytest.raises(OutputError, match="No space left on device"):
             build_dataset(small / "ds", KILL_SPEC, progress=False)
         names = sorted(p.name for p in (small / "ds").iterdir())

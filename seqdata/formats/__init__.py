@@ -1,7 +1,7 @@
 """Shard formats, keyed by the manifest's ``format`` field.
 
-Each format writes the sequences of one chunk, grouped by bucket, as one shard file
-(to a temporary path that the caller publishes atomically), and reads buckets of a shard
+Each format encodes the sequences of one chunk, grouped by bucket, as the bytes of one
+shard file (in memory; the caller hashes and publishes them), and reads buckets of a shard
 back as `Sequences`. h5py and pyarrow are imported only when their format is first used.
 """
 
@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from seqdata.errors import SpecError
+from seqdata.memfile import MemoryFile
 from seqdata.sequences import Sequences
 
 SUFFIXES = {"hdf5": ".h5", "parquet": ".parquet"}
@@ -27,8 +28,10 @@ class ShardFormat(Protocol):
     suffix: str
     reads_whole: bool  # whether reading all buckets is fastest from the file's bytes in memory
 
-    def write(self, path: Path, seqs: Sequences, runs: Sequence[BucketRun], chunk: int) -> None:
-        """Write a shard holding ``seqs`` to ``path``, one group per non-empty bucket run."""
+    def encode(self, out: MemoryFile, seqs: Sequences, runs: Sequence[BucketRun],
+               chunk: int) -> None:
+        """Write a shard holding ``seqs`` into the empty ``out``, one group per non-empty
+        bucket run (the caller hashes and publishes the bytes)."""
         ...
 
     def read_buckets(self, path: Path, buckets: Sequence[int], present: Sequence[int],

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from seqdata.errors import ShardError
 from seqdata.formats import BucketRun, lengths_only
+from seqdata.memfile import MemoryFile
 from seqdata.sequences import Sequences
 
 SHARD_VERSION = 1
@@ -51,10 +52,11 @@ class ParquetFormat:
     suffix = ".parquet"
     reads_whole = False  # pyarrow reads (and decodes in parallel) best from the file itself
 
-    def write(self, path: Path, seqs: Sequences, runs: Sequence[BucketRun], chunk: int) -> None:
+    def encode(self, out: MemoryFile, seqs: Sequences, runs: Sequence[BucketRun],
+               chunk: int) -> None:
         schema = arrow_schema(seqs.x.shape[1]).with_metadata(
             {"seqdata_format_version": str(SHARD_VERSION), "chunk": str(chunk)})
-        with pq.ParquetWriter(path, schema, compression="none", use_dictionary=False,
+        with pq.ParquetWriter(out, schema, compression="none", use_dictionary=False,
                               write_statistics=["id", "length", "bucket"]) as writer:
             for bucket, start, stop in runs:
                 table = _table(seqs.slice(start, stop), bucket, schema)
