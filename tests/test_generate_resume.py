@@ -33,25 +33,31 @@ def start_generate(out, *extra):
 
 
 def build_window(out):
-    """When an uninterrupted 2-worker build writes its first shard and when it exits."""
+    """When an uninterrupted 2-worker build writes its first shard, publishes its
+    manifest, and exits."""
     start = time.perf_counter()
     proc = start_generate(out, "--workers", "2")
-    first = None
+    first = published = None
     while proc.poll() is None:
         if first is None and out.exists() and any(out.glob("shard-*")):
             first = time.perf_counter() - start
+        if published is None and (out / "manifest.json").exists():
+            published = time.perf_counter() - start
         time.sleep(0.002)
     assert proc.returncode == 0
-    return first, time.perf_counter() - start
+    end = time.perf_counter() - start
+    return first, published or end, end
 
 
 def test_resume_after_sigkill_at_random_moments(tmp_path, reference):
-    first, last = build_window(tmp_path / "probe")
+    first, published, last = build_window(tmp_path / "probe")
     rng = np.random.default_rng(2024)
     states = []
-    # Kill moments spread over the writing (first shard .. process exit): in shard writes,
-    # between shards, while the manifest is written.
-    for trial, delay in enumerate(rng.uniform(first, last, size=12)):
+    # Kill moments spread over the writing (first shard .. manifest): in shard writes,
+    # between shards, while the manifest is written; two more until the process exits.
+    delays = np.concatenate((rng.uniform(first, published, size=10),
+                             rng.uniform(published, last, size=2)))
+    for trial, delay in enumerate(delays):
         out = tmp_path / f"kill{trial}"
         proc = start_generate(out, "--workers", "2")
         time.sleep(delay)
