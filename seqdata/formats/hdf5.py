@@ -9,6 +9,7 @@ uncompressed, so a bucket is read with a few large reads.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -92,6 +93,7 @@ class Hdf5Format:
 # (offset in the file, shape) of each field of each bucket's group
 Layout = dict[int, dict[str, tuple[int, tuple[int, ...]]]]
 _LAYOUTS: dict[tuple, Layout | None] = {}
+_LAYOUTS_LOCK = threading.Lock()  # read-ahead threads of several datasets share the cache
 _MAX_LAYOUTS = 4096
 
 
@@ -103,8 +105,9 @@ def _layout(path: Path, present: tuple[int, ...], num_features: int) -> Layout |
     """
     st = path.stat()
     key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, present, num_features)
-    if key in _LAYOUTS:
-        return _LAYOUTS[key]
+    with _LAYOUTS_LOCK:
+        if key in _LAYOUTS:
+            return _LAYOUTS[key]
     layout: Layout | None = {}
     with h5py.File(path, "r") as f:
         found = sorted(k for k in f if k.startswith("bucket_"))
@@ -128,9 +131,10 @@ def _layout(path: Path, present: tuple[int, ...], num_features: int) -> Layout |
             if layout is None:
                 break
             layout[bucket] = extents
-    if len(_LAYOUTS) >= _MAX_LAYOUTS:
-        _LAYOUTS.pop(next(iter(_LAYOUTS)))
-    _LAYOUTS[key] = layout
+    with _LAYOUTS_LOCK:
+        if len(_LAYOUTS) >= _MAX_LAYOUTS:
+            _LAYOUTS.pop(next(iter(_LAYOUTS)))
+        _LAYOUTS[key] = layout
     return layout
 
 
