@@ -12,9 +12,10 @@ gather per (part, length).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from seqdata.batch import Batch
 from seqdata.sequences import Sequences, step_index
@@ -41,6 +42,7 @@ class Group:
     starts: np.ndarray
     lengths: np.ndarray
     ids: np.ndarray
+    _windows: dict = field(default_factory=dict, repr=False, compare=False)
 
     @staticmethod
     def of(parts: Sequence[Sequences]) -> Group:
@@ -94,13 +96,21 @@ class Group:
                 y[a:e, n:] = 0
         else:
             for same, p, n in self._by_part_and_length(rows):
-                steps = self.starts[rows[same]][:, None] + np.arange(n)
-                x[same, :n] = self.parts[p].x[steps]
-                y[same, :n] = self.parts[p].y[steps]
+                starts = self.starts[rows[same]]
+                x_windows, y_windows = self._windows_of(p, n)
+                x[same, :n] = x_windows[starts]
+                y[same, :n] = y_windows[starts]
                 x[same, n:] = 0
                 y[same, n:] = 0
         mask = np.arange(width) < lengths[:, None]
         return Batch(x, y, mask, lengths.astype(np.int32), self.ids[rows])
+
+    def _windows_of(self, part: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """`windows` of length ``n`` over a part's x and y, made once per group."""
+        if (part, n) not in self._windows:
+            src = self.parts[part]
+            self._windows[part, n] = windows(src.x, n), windows(src.y, n)
+        return self._windows[part, n]
 
     def _by_part_and_length(self, rows: np.ndarray):
         """(positions in ``rows``, part, length) for every (part, length) among ``rows``."""
@@ -113,11 +123,11 @@ class Group:
             yield same, int(self.part[rows[same[0]]]), int(lengths[same[0]])
 
     def take(self, rows: np.ndarray) -> Sequences:
-        """Rows ``rows`` (in that order) copied into one new `Sequences`."""
-        lengths = self.lengths[rows]
-        offsets = np.zeros(len(rows) + 1, np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        ids = self.ids[rows]
+        """Rows ``rows`` copied into one new `Sequences`.
+
+        Runs of neighbours keep the order of ``rows``; scattered rows come out grouped by
+        part and length (what carries a remainder needs: the next window reshuffles it).
+        """
         if not self.parts or not len(rows):
             return Sequences.empty(self.parts[0].x.shape[1] if self.parts else 0)
         firsts, stops = self._runs(rows, same_length=False)
@@ -125,23 +135,27 @@ class Group:
             spans = [(int(self.part[rows[a]]), int(self.starts[rows[a]]),
                       int(self.starts[rows[e - 1]] + self.lengths[rows[e - 1]]))
                      for a, e in zip(firsts, stops, strict=True)]
-            return Sequences(np.concatenate([self.parts[p].x[s:t] for p, s, t in spans]),
-                             np.concatenate([self.parts[p].y[s:t] for p, s, t in spans]),
-                             offsets, ids)
-        first = self.parts[0]
-        x = np.empty((int(offsets[-1]), first.x.shape[1]), first.x.dtype)
-        y = np.empty(int(offsets[-1]), first.y.dtype)
-        where = self.part[rows]
-        for p, src in enumerate(self.parts):
-            at = np.flatnonzero(where == p)
-            if not len(at):
-                continue
-            own = np.zeros(len(at) + 1, np.int64)
-            np.cumsum(lengths[at], out=own[1:])
-            dst = step_index(offsets[at], lengths[at], own)
-            steps = step_index(self.starts[rows[at]], lengths[at], own)
-            x[dst], y[dst] = src.x[steps], src.y[steps]
-        return Sequences(x, y, offsets, ids)
+            xs = [self.parts[p].x[s:t] for p, s, t in spans]
+            ys = [self.parts[p].y[s:t] for p, s, t in spans]
+        else:
+            groups = [(rows[same], p, n) for same, p, n in self._by_part_and_length(rows)]
+            rows = np.concatenate([r for r, _, _ in groups])
+            xs = [self._windows_of(p, n)[0][self.starts[r]].reshape(len(r) * n, -1)
+                  for r, p, n in groups]
+            ys = [self._windows_of(p, n)[1][self.starts[r]].reshape(-1) for r, p, n in groups]
+        offsets = np.zeros(len(rows) + 1, np.int64)
+        np.cumsum(self.lengths[rows], out=offsets[1:])
+        return Sequences(np.concatenate(xs), np.concatenate(ys), offsets, self.ids[rows])
+
+
+def windows(a: np.ndarray, n: int) -> np.ndarray:
+    """Every run of ``n`` consecutive rows of ``a``, as a read-only view (len(a)-n+1, n, ...).
+
+    Indexing it with sequence starts copies each sequence as one contiguous block: 3-4x
+    faster than gathering its steps one row at a time.
+    """
+    return as_strided(a, (len(a) - n + 1, n, *a.shape[1:]), (a.strides[0], *a.strides),
+                      writeable=False)
 
 
 def block_order(sizes: Sequence[int], block: int, rng: np.random.Generator) -> np.ndarray:
