@@ -99,7 +99,9 @@ def bench_read(spec: LagSumSpec, scratch: Path, repeat: int, peer_sequences: int
         for index in range(len(ds.shards)):
             ds.check_hash(index)  # as in every epoch after the first
         cases = [("bucketed", {}, ""), ("padded", {}, ""),
-                 ("bucketed", {"read_ahead": False}, ", one thread")]
+                 ("bucketed", {"read_ahead": False}, ", one thread"),
+                 ("bucketed", {"read_ahead": False, "shuffle_block": 1},
+                  ", one thread, per-sequence shuffle")]
         for mode, options, label in cases:
             seconds, rate, padding = _epoch_rate(ds, mode, {"batch_size": 1000, **options},
                                                  repeat)
@@ -173,7 +175,7 @@ def bench_train(scratch: Path, steps: int) -> list[dict]:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'benchmark':<16} {'case':<40} {'seconds':>8} {'M timesteps/s':>14} "
+    print(f"{'benchmark':<16} {'case':<52} {'seconds':>8} {'M timesteps/s':>14} "
           f"{'padding':>8} {'other':>12}")
     for r in rows:
         seconds = f"{r['seconds']:.3f}" if "seconds" in r else ""
@@ -181,7 +183,7 @@ def print_table(rows: list[dict]) -> None:
         pad = f"{r['padding']:.1%}" if "padding" in r else ""
         other = (f"{r['peak_rss_mb']:.0f} MiB" if "peak_rss_mb" in r else
                  f"{r['input_wait']:.1%} wait" if "input_wait" in r else "")
-        print(f"{r['benchmark']:<16} {r['case']:<40} {seconds:>8} {rate:>14} {pad:>8} "
+        print(f"{r['benchmark']:<16} {r['case']:<52} {seconds:>8} {rate:>14} {pad:>8} "
               f"{other:>12}")
 
 
