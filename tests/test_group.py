@@ -141,3 +141,22 @@ def test_a_rewritten_shard_is_not_read_with_a_stale_layout(datasets, tmp_path):
     shutil.copyfile(other, shard)  # same name, other content and layout
     with pytest.raises(Exception, match="shard-00000"):
         ds.read_shard(0)
+
+
+@pytest.mark.parametrize("fmt", ["hdf5", "parquet"])
+@pytest.mark.parametrize("keep", [0, 100, 0.5, -1])
+def test_truncated_shards_are_errors_even_unhashed(datasets, tmp_path, fmt, keep):
+    """Without hash checks, a truncated shard still raises ShardError, never crashes."""
+    import shutil
+
+    from seqdata import ShardError
+
+    copy = tmp_path / fmt
+    shutil.copytree(datasets[fmt], copy)
+    ds = open_dataset(copy, check_hashes=False)
+    shard = ds.shard_path(ds.shards[0])
+    data = shard.read_bytes()
+    size = int(len(data) * keep) if isinstance(keep, float) else keep % len(data)
+    shard.write_bytes(data[:size])
+    with pytest.raises(ShardError, match="shard-00000"):
+        list(ds.batches(batch_size=8))
