@@ -18,6 +18,7 @@ import re
 import signal
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,6 +181,13 @@ def _run_chunks(plan: BuildPlan, chunks: list[int], out: Path,
         try:
             for future in as_completed(futures):
                 yield future.result()
+        except BrokenProcessPool:
+            for future in futures:
+                future.cancel()
+            raise OutputError(
+                f"a generation worker for {out} died (killed, out of memory, or a calling "
+                f"script without an `if __name__ == '__main__':` guard); run again with "
+                f"--resume to finish the build") from None
         except BaseException:
             for future in futures:
                 future.cancel()

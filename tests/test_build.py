@@ -127,3 +127,21 @@ def test_reused_buffers_give_the_bytes_of_fresh_ones(tmp_path):
             np.testing.assert_array_equal(counts, fresh_counts)
             name = shard_name(chunk, fmt)
             assert (reused / name).read_bytes() == (fresh / name).read_bytes()
+
+
+def test_a_dying_worker_is_a_clear_error(tmp_path):
+    """A script without a main guard makes every forkserver worker re-run it and die."""
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    script = tmp_path / "no_guard.py"
+    script.write_text("from seqdata import LagSumSpec, build_dataset\n"
+                      f"build_dataset({str(tmp_path / 'out')!r}, LagSumSpec(num_sequences=400, "
+                      "chunk_size=100), workers=2, progress=False)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert "a generation worker for" in last and "__main__" in last and "--resume" in last
