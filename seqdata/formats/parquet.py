@@ -101,7 +101,7 @@ class ParquetFormat:
         """(id, x, y) arrays of row groups ``groups``, decoded without concatenation."""
         columns = ["id", "x", "y"]
         if len(groups) < pf.metadata.num_row_groups:
-            return {g: [c.combine_chunks() for c in pf.read_row_group(g, columns=columns).columns]
+            return {g: [_one_chunk(c) for c in pf.read_row_group(g, columns=columns).columns]
                     for g in groups}
         # read_table decodes row groups in parallel, a chunk per row group: the fast path.
         table = pq.read_table(path, columns=columns)
@@ -127,6 +127,7 @@ class ParquetFormat:
 
 
 def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
+    """The column as one array: its only chunk as it is, or the chunks concatenated."""
     return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
