@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from seqdata.checks import check_int
 from seqdata.errors import SpecError
 
 DEFAULT_MAX_PADDING = 0.02
@@ -43,15 +44,6 @@ def check_boundaries(boundaries: Sequence[int], min_length: int,
         raise SpecError(f"the first boundary must be >= the min length {min_length} "
                         f"(else its bucket is always empty), got {b[0]}")
     return b
-
-
-def parse_boundaries(text: str) -> tuple[int, ...]:
-    """``"20,40,99"`` -> ``(20, 40, 99)``."""
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise SpecError(f"--boundaries must be comma-separated integers like 20,40,99, "
-                        f"got {text!r}") from None
 
 
 def expected_padding(pmf: np.ndarray, min_length: int, boundaries: Sequence[int]) -> float:
@@ -98,8 +90,7 @@ def _optimal_tables(pmf: np.ndarray, min_length: int, max_buckets: int) -> list[
 
 def optimal_boundaries(pmf: np.ndarray, min_length: int, num_buckets: int) -> tuple[int, ...]:
     """Boundaries of ``num_buckets`` buckets minimising the expected padding."""
-    if num_buckets < 1:
-        raise SpecError(f"the number of buckets must be >= 1, got {num_buckets}")
+    check_int("num_buckets", num_buckets, 1)
     return _optimal_tables(pmf, min_length, num_buckets)[-1]
 
 

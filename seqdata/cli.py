@@ -9,49 +9,25 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
 import numpy as np
 
-from seqdata.buckets import expected_padding, padding_alternatives, parse_boundaries
-from seqdata.errors import SeqdataError
-from seqdata.formats import FORMAT_NAMES
-from seqdata.manifest import padding_fraction
+from seqdata.buckets import expected_padding, padding_alternatives
+from seqdata.cli_common import (
+    EXIT_DAMAGED,
+    EXIT_OK,
+    OneLineParser,
+    bounded_int,
+    finite_float,
+    int_list,
+    run_command,
+)
+from seqdata.errors import SpecError
 from seqdata.spec import DEFAULT_CHUNK_SIZE, LagSumSpec, LogNormalLengths, UniformLengths
-
-EXIT_OK, EXIT_DAMAGED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line on stderr, exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
-def bounded_int(low: int, high: int | None = None) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low or (high is not None and value > high):
-            bound = f">= {low}" if high is None else f"in {low}..{high}"
-            raise argparse.ArgumentTypeError(f"expected an integer {bound}, got {value}")
-        return value
-    return parse
-
-
-def finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not np.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
+from seqdata.store.formats import FORMAT_NAMES
+from seqdata.store.manifest import padding_fraction
 
 
 def add_generate_arguments(p: argparse.ArgumentParser) -> None:
@@ -77,7 +53,7 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed-compat-leak", action="store_true",
                    help="reproduce the seed's aliasing bug: feature 0 holds the lag sum")
     buckets = p.add_mutually_exclusive_group()
-    buckets.add_argument("--boundaries", type=str, default=None, metavar="B1,B2,...",
+    buckets.add_argument("--boundaries", type=int_list(), default=None, metavar="B1,B2,...",
                          help="inclusive upper length of each bucket")
     buckets.add_argument("--num-buckets", type=bounded_int(1, 4096), default=None,
                          help="number of buckets (boundaries minimise padding); default: "
@@ -97,7 +73,7 @@ def spec_from_args(args: argparse.Namespace) -> LagSumSpec:
     low = 10 if args.min_length is None else args.min_length
     if args.lengths == "uniform":
         if args.length_median is not None or args.length_sigma is not None:
-            raise SeqdataError("--length-median and --length-sigma go with --lengths lognormal")
+            raise SpecError("--length-median and --length-sigma go with --lengths lognormal")
         lengths = UniformLengths(low, 99 if args.max_length is None else args.max_length)
     else:
         defaults = LogNormalLengths()
@@ -112,13 +88,12 @@ def spec_from_args(args: argparse.Namespace) -> LagSumSpec:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from seqdata.build import build_dataset
+    from seqdata.store.build import build_dataset
 
-    spec = spec_from_args(args)
-    boundaries = None if args.boundaries is None else parse_boundaries(args.boundaries)
-    manifest = build_dataset(args.out, spec, args.format, boundaries, args.num_buckets,
-                             args.workers, args.overwrite, progress=not args.quiet,
-                             resume=args.resume)
+    manifest = build_dataset(args.out, spec_from_args(args), args.format,
+                             boundaries=args.boundaries, num_buckets=args.num_buckets,
+                             workers=args.workers, overwrite=args.overwrite,
+                             progress=not args.quiet, resume=args.resume)
     leak = " (LEAKY: --seed-compat-leak)" if manifest.leaky else ""
     print(f"wrote {manifest.num_sequences:,} sequences ({manifest.num_timesteps:,} timesteps) "
           f"in {len(manifest.shards)} {manifest.format} shards, {len(manifest.boundaries)} "
@@ -147,7 +122,7 @@ def histogram_lines(min_length: int, counts: Sequence[int], rows: int = 16,
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from seqdata.dataset import open_dataset
+    from seqdata.read.dataset import open_dataset
 
     ds = open_dataset(args.dir)
     m = ds.manifest
@@ -201,7 +176,7 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from seqdata.verify import verify_dataset
+    from seqdata.store.verify import verify_dataset
 
     report = verify_dataset(args.dir, labels=args.labels, progress=not args.quiet)
     checked = "hashes, schema, counts" + (" and labels" if args.labels else "")
@@ -237,29 +212,10 @@ def build_parser() -> OneLineParser:
     return parser
 
 
-def run_command(args: argparse.Namespace, prog: str,
-                errors: tuple[type[BaseException], ...] = (SeqdataError,),
-                interrupted_hint: str = "") -> int:
-    """Run a parsed command; a user error becomes one line on stderr and exit status 2.
-
-    OS errors (a file that cannot be read or written) count as user errors too.
-    """
-    try:
-        return args.run(args)
-    except (*errors, OSError) as e:
-        message = str(e)
-        if isinstance(e, OSError) and not isinstance(e, SeqdataError):
-            message = f"{e.filename}: {e.strerror or e}" if e.filename else str(e.strerror or e)
-        print(f"{prog}: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted{interrupted_hint}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_command(args, f"seqdata {args.command}")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return run_command(args, f"seqdata {args.command}", parser)
 
 
 if __name__ == "__main__":

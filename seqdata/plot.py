@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from seqdata.atomic import atomic_output
 from seqdata.buckets import bucket_lower_bounds
 from seqdata.errors import SeqdataError
-from seqdata.manifest import Manifest, padding_fraction
+from seqdata.store.atomic import atomic_output
+from seqdata.store.manifest import Manifest, padding_fraction
 
 
 def plot_buckets(manifest: Manifest, path: Path) -> None:
@@ -20,9 +20,9 @@ def plot_buckets(manifest: Manifest, path: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise SeqdataError("--plot needs matplotlib: pip install 'seqdata[plot]'") from None
+        raise SeqdataError("plotting needs matplotlib: pip install 'seqdata[plot]'") from None
     if path.suffix.lower() != ".png":
-        raise SeqdataError(f"--plot must name a .png file, got {path}")
+        raise SeqdataError(f"plot={path} must name a .png file")
     low = manifest.spec.lengths.low
     counts = np.asarray(manifest.length_counts)
     lengths = np.arange(low, low + len(counts))

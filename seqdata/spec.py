@@ -12,26 +12,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from seqdata.checks import check_bool, check_int, check_number
 from seqdata.errors import SpecError
 
 MAX_LENGTH = 1_000_000
 DEFAULT_CHUNK_SIZE = 32_768
-
-
-def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise SpecError(f"{name} must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"in {low}..{high}"
-        raise SpecError(f"{name} must be {bound}, got {value}")
-
-
-def _check_float(name: str, value: Any, positive: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
-        raise SpecError(f"{name} must be a number, got {value!r}")
-    if not math.isfinite(value) or (positive and value <= 0):
-        raise SpecError(f"{name} must be a finite{' positive' if positive else ''} number, "
-                        f"got {value}")
 
 
 @dataclass(frozen=True)
@@ -43,8 +28,8 @@ class UniformLengths:
     kind: ClassVar[str] = "uniform"
 
     def __post_init__(self) -> None:
-        _check_int("min length", self.low, 1, MAX_LENGTH)
-        _check_int("max length", self.high, 1, MAX_LENGTH)
+        check_int("min length", self.low, 1, MAX_LENGTH)
+        check_int("max length", self.high, 1, MAX_LENGTH)
         if self.high < self.low:
             raise SpecError(f"max length must be >= min length {self.low}, got {self.high}")
 
@@ -73,10 +58,10 @@ class LogNormalLengths:
     kind: ClassVar[str] = "lognormal"
 
     def __post_init__(self) -> None:
-        _check_float("length median", self.median, positive=True)
-        _check_float("length sigma", self.sigma, positive=True)
-        _check_int("min length", self.low, 1, MAX_LENGTH)
-        _check_int("max length", self.high, 1, MAX_LENGTH)
+        check_number("length median", self.median, positive=True)
+        check_number("length sigma", self.sigma, positive=True)
+        check_int("min length", self.low, 1, MAX_LENGTH)
+        check_int("max length", self.high, 1, MAX_LENGTH)
         if self.high < self.low:
             raise SpecError(f"max length must be >= min length {self.low}, got {self.high}")
 
@@ -133,20 +118,18 @@ class LagSumSpec:
     seed_compat_leak: bool = False
 
     def __post_init__(self) -> None:
-        _check_int("num_features", self.num_features, 1, 4096)
-        _check_int("window", self.window, 1, 4096)
+        check_int("num_features", self.num_features, 1, 4096)
+        check_int("window", self.window, 1, 4096)
         if self.window > self.num_features:
             raise SpecError(f"window must be <= num_features {self.num_features}, "
                             f"got {self.window}")
-        _check_float("threshold", self.threshold)
+        check_number("threshold", self.threshold)
         if not isinstance(self.lengths, UniformLengths | LogNormalLengths):
             raise SpecError(f"lengths must be a length distribution, got {self.lengths!r}")
-        _check_int("num_sequences", self.num_sequences, 1, 2**40)
-        _check_int("seed", self.seed, 0, 2**63 - 1)
-        _check_int("chunk_size", self.chunk_size, 1, 2**24)
-        if not isinstance(self.seed_compat_leak, bool):
-            raise SpecError(f"seed_compat_leak must be true or false, "
-                            f"got {self.seed_compat_leak!r}")
+        check_int("num_sequences", self.num_sequences, 1, 2**40)
+        check_int("seed", self.seed, 0, 2**63 - 1)
+        check_int("chunk_size", self.chunk_size, 1, 2**24)
+        check_bool("seed_compat_leak", self.seed_compat_leak)
 
     @property
     def num_chunks(self) -> int:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 from seqdata import LagSumSpec
+from seqdata.store.atomic import file_sha256
+from seqdata.store.manifest import checksum
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,3 +30,12 @@ def snapshot(path: Path) -> dict[str, bytes]:
     """Every file under ``path`` with its bytes, to show that nothing changed."""
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
             if p.is_file()}
+
+
+def reseal(path: Path, shard: Path) -> None:
+    """Update the manifest's hash of ``shard`` (as someone rewriting a shard would)."""
+    doc = json.loads((path / "manifest.json").read_text())
+    entry = next(s for s in doc["shards"] if s["path"] == shard.name)
+    entry["sha256"], entry["size"] = file_sha256(shard), shard.stat().st_size
+    doc["checksum"] = checksum(doc)
+    (path / "manifest.json").write_text(json.dumps(doc))

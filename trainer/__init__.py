@@ -1,4 +1,5 @@
-"""trainer: the TensorFlow/Keras side of seqdata (model, tf.data bridge, training, CLI).
+"""trainer: the Keras application on top of `seqdata.tf` (model, losses, metrics,
+training, evaluation, CLI). The tf.data bridge itself is `seqdata.tf`.
 
 Names are imported lazily, so that ``import trainer`` (and the CLI's argument checks) do
 not load TensorFlow.
@@ -14,10 +15,6 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-        "BatchStream": "trainer.data",
-    "keras_arrays": "trainer.data",
-    "keras_signature": "trainer.data",
-    "to_tf_dataset": "trainer.data",
     "ModelConfig": "trainer.model",
     "build_model": "trainer.model",
     "compile_model": "trainer.model",

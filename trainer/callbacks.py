@@ -10,8 +10,8 @@ from typing import Any
 
 import keras
 
-from seqdata.atomic import write_text_atomic
-from trainer.data import BatchStream
+from seqdata.read.stream import BatchStream
+from seqdata.store.atomic import write_text_atomic
 from trainer.history import Row, ScalarWriter, write_history_csv
 from trainer.model import save_model
 from trainer.run_dir import RunDir
@@ -62,14 +62,14 @@ def format_row(row: Row, epochs: int) -> str:
 
 
 class RunRecorder(keras.callbacks.Callback):
-    """After each epoch: history.csv, metrics.json (via ``write_metrics``), TensorBoard
+    """After each epoch: history.csv, metrics.json (``write_metrics()``), TensorBoard
     scalars, then a checkpoint (the latest ``keep`` kept), and a printed summary line.
 
     History is written before the checkpoint, so a checkpoint's epoch always has its row.
     """
 
     def __init__(self, run: RunDir, rows: list[Row], epochs: int, steps_per_epoch: int,
-                 write_metrics: Callable[[list[Row]], None], *, keep: int = 3,
+                 write_metrics: Callable[[], None], *, keep: int = 3,
                  echo: Callable[[str], None] = print) -> None:
         super().__init__()
         self.run = run
@@ -87,7 +87,7 @@ class RunRecorder(keras.callbacks.Callback):
                     if isinstance(v, int | float) or getattr(v, "shape", None) == ()})
         self.rows.append(row)
         write_history_csv(self.rows, self.run.history)
-        self.write_metrics(self.rows)
+        self.write_metrics()
         self.scalars.write(row)
         save_model(self.model, self.run.checkpoint((epoch + 1) * self.steps_per_epoch))
         self.run.prune_checkpoints(self.keep)

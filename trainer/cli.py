@@ -16,13 +16,18 @@ from typing import Any
 
 import numpy as np
 
-from seqdata.batching import DEFAULT_BATCH_SIZE, DEFAULT_SHUFFLE_BLOCK
-from seqdata.cli import OneLineParser, bounded_int, finite_float, run_command
+from seqdata.cli_common import (
+    EXIT_OK,
+    OneLineParser,
+    bounded_int,
+    int_list,
+    positive_float,
+    run_command,
+)
 from seqdata.errors import SeqdataError
+from seqdata.read.config import DEFAULT_BATCH_SIZE, DEFAULT_SHUFFLE_BLOCK
+from trainer.defaults import DEFAULT_EPOCHS, EVAL_BATCH_SIZE
 from trainer.errors import InputFileError, TrainerError
-
-EXIT_OK = 0
-DEFAULT_EPOCHS = 10
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The seed: batches of exactly 1000 sequences of one length, 30 steps an epoch,
@@ -44,25 +49,6 @@ categorical cross-entropy reads it: p1 = out[..., 1] / (out[..., 0] + out[..., 1
 
 Any length L >= 1 works, longer than seen in training included. .npy files are loaded
 with allow_pickle=False."""
-
-
-def positive_units(text: str) -> tuple[int, ...]:
-    """Parse ``32,8`` into LSTM layer sizes."""
-    try:
-        units = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated positive integers, got {text!r}") from None
-    if not units or min(units) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive layer sizes, got {text!r}")
-    return units
-
-
-def positive_float(text: str) -> float:
-    value = finite_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -107,7 +93,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="seed of batch order and initial weights (default 0)")
     p.add_argument("--learning-rate", type=positive_float, metavar="LR",
                    help="Adam learning rate (default 0.001)")
-    p.add_argument("--lstm-units", type=positive_units, metavar="U1,U2,...",
+    p.add_argument("--lstm-units", type=int_list(1), metavar="U1,U2,...",
                    help="sizes of the stacked LSTM layers (default 32,8)")
     p.add_argument("--output-activation", choices=("sigmoid", "softmax"),
                    help="activation of the final Dense(2) (default sigmoid)")
@@ -135,7 +121,7 @@ def _option(args: argparse.Namespace, name: str, default: Any) -> Any:
 
 def train_config(args: argparse.Namespace) -> Any:
     """The `TrainConfig` the arguments ask for."""
-    from seqdata.batching import BatchConfig
+    from seqdata.read.config import BatchConfig
     from trainer.model import ModelConfig
     from trainer.train import TrainConfig
 
@@ -143,24 +129,21 @@ def train_config(args: argparse.Namespace) -> Any:
     if args.max_timesteps is None and batch_size is None:
         batch_size = _option(args, "batch_size", DEFAULT_BATCH_SIZE)
     batching, model = BatchConfig(), ModelConfig()  # the defaults
-    try:
-        return TrainConfig(
-            batching=BatchConfig(
-                mode=_option(args, "mode", batching.mode), batch_size=batch_size,
-                max_timesteps=args.max_timesteps, seed=_option(args, "seed", batching.seed),
-                pad_to_bucket=_option(args, "pad_to_bucket", batching.pad_to_bucket),
-                drop_remainder=_option(args, "drop_remainder", batching.drop_remainder),
-                same_length=_option(args, "same_length", batching.same_length),
-                shuffle_block=_option(args, "shuffle_block", batching.shuffle_block)),
-            epochs=_option(args, "epochs", DEFAULT_EPOCHS),
-            steps_per_epoch=_option(args, "steps_per_epoch", None),
-            checkpoint_every=args.checkpoint_every, log_batches=args.log_batches,
-            model=ModelConfig(
-                lstm_units=_option(args, "lstm_units", model.lstm_units),
-                output_activation=_option(args, "output_activation", model.output_activation),
-                learning_rate=_option(args, "learning_rate", model.learning_rate)))
-    except ValueError as exc:
-        raise TrainerError(str(exc)) from exc
+    return TrainConfig(
+        batching=BatchConfig(
+            mode=_option(args, "mode", batching.mode), batch_size=batch_size,
+            max_timesteps=args.max_timesteps, seed=_option(args, "seed", batching.seed),
+            pad_to_bucket=_option(args, "pad_to_bucket", batching.pad_to_bucket),
+            drop_remainder=_option(args, "drop_remainder", batching.drop_remainder),
+            same_length=_option(args, "same_length", batching.same_length),
+            shuffle_block=_option(args, "shuffle_block", batching.shuffle_block)),
+        epochs=_option(args, "epochs", DEFAULT_EPOCHS),
+        steps_per_epoch=_option(args, "steps_per_epoch", None),
+        checkpoint_every=args.checkpoint_every, log_batches=args.log_batches,
+        model=ModelConfig(
+            lstm_units=_option(args, "lstm_units", model.lstm_units),
+            output_activation=_option(args, "output_activation", model.output_activation),
+            learning_rate=_option(args, "learning_rate", model.learning_rate)))
 
 
 def open_data(option: str, path: Path) -> Any:
@@ -184,7 +167,7 @@ def run_train(args: argparse.Namespace) -> int:
     if validation is not None and validation.spec.num_features != features:
         raise TrainerError(f"--validation-data has {validation.spec.num_features} features a "
                            f"timestep, expected {features} like --data")
-    from trainer.quiet import import_tensorflow
+    from seqdata.tf import import_tensorflow
 
     import_tensorflow()
     from trainer.train import train
@@ -204,7 +187,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def load_model_quietly(path: Path) -> Any:
     """Import TensorFlow quietly, then load a model file safely."""
-    from trainer.quiet import import_tensorflow
+    from seqdata.tf import import_tensorflow
 
     import_tensorflow()
     from trainer.model import load_model
@@ -225,7 +208,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     data = open_data("--data", args.data)
     model = load_model_quietly(args.model)
     check_features(model, "--data", data.spec.num_features)
-    from seqdata.batching import BatchConfig
+    from seqdata.read.config import BatchConfig
     from trainer.inference import evaluate
 
     result = evaluate(model, data, BatchConfig(mode="padded", batch_size=args.batch_size))
@@ -267,7 +250,7 @@ def run_predict(args: argparse.Namespace) -> int:
     model = load_model_quietly(args.model)
     check_features(model, "--input",
                    source.spec.num_features if source is not None else x.shape[-1])
-    from seqdata.atomic import atomic_output
+    from seqdata.store.atomic import atomic_output
     from trainer.inference import predict_array, predict_dataset
 
     probs = (predict_dataset(model, source, args.batch_size) if source is not None
@@ -297,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="a .keras model file")
     evaluate.add_argument("--data", type=Path, required=True, metavar="DIR",
                           help="seqdata dataset directory")
-    evaluate.add_argument("--batch-size", type=bounded_int(1), default=256, metavar="N")
+    evaluate.add_argument("--batch-size", type=bounded_int(1), default=EVAL_BATCH_SIZE,
+                          metavar="N")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(run=run_evaluate)
 
@@ -310,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help=".npy (L, F) or (B, L, F), or a seqdata dataset directory")
     predict.add_argument("--output", type=Path, required=True, metavar="FILE",
                          help=".npy file to write (see above)")
-    predict.add_argument("--batch-size", type=bounded_int(1), default=256, metavar="N")
+    predict.add_argument("--batch-size", type=bounded_int(1), default=EVAL_BATCH_SIZE,
+                         metavar="N")
     predict.add_argument("--overwrite", action="store_true", help="replace --output")
     predict.set_defaults(run=run_predict)
     return parser
@@ -318,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``trainer`` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     hint = "; continue with --resume" if args.command == "train" else ""
-    return run_command(args, f"trainer {args.command}", (TrainerError, SeqdataError), hint)
+    return run_command(args, f"trainer {args.command}", parser, (TrainerError, SeqdataError),
+                       hint)

@@ -11,6 +11,10 @@ class TrainerError(Exception):
     """Base class of every error trainer raises for bad input (files, options, runs)."""
 
 
+class ConfigError(TrainerError, ValueError):
+    """A training, model or evaluation option has an invalid value."""
+
+
 class ModelFileError(TrainerError):
     """A model file is missing, unreadable, or not a model this trainer can use."""
 

@@ -9,7 +9,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from seqdata.atomic import atomic_output, write_text_atomic
+from seqdata.store.atomic import atomic_output, write_text_atomic
 
 Row = dict[str, float]
 

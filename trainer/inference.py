@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import keras
 import numpy as np
 
-from seqdata.batching import BatchConfig
-from trainer.data import BatchSource, BatchStream, to_tf_dataset
+from seqdata.read.config import BatchConfig
+from seqdata.read.stream import BatchSource, BatchStream
+from seqdata.tf import keras_batches, to_tf_dataset
+from trainer.defaults import EVAL_BATCH_SIZE
 from trainer.model import (
     MASKED_ACCURACY,
     MASKED_LOSS,
@@ -16,8 +16,6 @@ from trainer.model import (
     compile_model,
     num_features_of,
 )
-
-DEFAULT_BATCH_SIZE = 256
 
 
 def evaluate(model: keras.Model, source: BatchSource,
@@ -30,12 +28,12 @@ def evaluate(model: keras.Model, source: BatchSource,
     Returns:
         ``{"loss": ..., "masked_accuracy": ..., "num_sequences": ..., "num_timesteps": ...}``
     """
-    options = options or BatchConfig(mode="padded", batch_size=DEFAULT_BATCH_SIZE)
+    options = options or BatchConfig(mode="padded", batch_size=EVAL_BATCH_SIZE)
     compile_model(model)
     stream = BatchStream(source, options, repeat=False)
-    steps = stream.epoch_size(0)
-    result = model.evaluate(to_tf_dataset(stream, num_features_of(model), steps), verbose=0,
-                            return_dict=True)
+    steps = stream.epoch_size(options.epoch)
+    result = model.evaluate(to_tf_dataset(keras_batches(stream), num_features_of(model), steps),
+                            verbose=0, return_dict=True)
     real, _ = stream.take_stats(0, steps)
     return {"loss": float(result[MASKED_LOSS]),
             "masked_accuracy": float(result[MASKED_ACCURACY]),
@@ -44,7 +42,7 @@ def evaluate(model: keras.Model, source: BatchSource,
 
 
 def predict_array(model: keras.Model, x: np.ndarray,
-                  batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+                  batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
     """Probability of class 1 for each timestep of equal-length sequences.
 
     Args:
@@ -63,7 +61,7 @@ def predict_array(model: keras.Model, x: np.ndarray,
 
 
 def predict_dataset(model: keras.Model, source: BatchSource,
-                    batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+                    batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
     """Per-timestep probability of class 1 for every sequence of a dataset.
 
     Returns:
@@ -72,7 +70,7 @@ def predict_dataset(model: keras.Model, source: BatchSource,
     """
     options = BatchConfig(mode="padded", batch_size=batch_size)
     parts = [(b.ids, np.where(b.mask, _predict_batch(model, b.x), np.float32(np.nan)))
-             for b in source.batches(**asdict(options))]
+             for b in source.batches(options)]
     ids = np.concatenate([i for i, _ in parts]) if parts else np.zeros(0, np.int64)
     row_of = np.empty(len(ids), np.int64)
     row_of[np.argsort(ids, kind="stable")] = np.arange(len(ids))

@@ -8,7 +8,6 @@ time axis; a 3-D ``Dense`` is the same layer).
 
 from __future__ import annotations
 
-import math
 import os
 import zipfile
 from dataclasses import dataclass, fields
@@ -18,12 +17,14 @@ from typing import Any
 import keras
 import numpy as np
 
-from seqdata.atomic import atomic_output
-from trainer.errors import ModelFileError
+from seqdata.checks import check_choice, check_int, check_number
+from seqdata.store.atomic import atomic_output
+from seqdata.tf import NUM_CLASSES
+from trainer.errors import ConfigError, ModelFileError
 from trainer.losses import MaskedCrossentropy
 from trainer.metrics import MaskedAccuracy, MaskedLoss
 
-NUM_CLASSES = 2
+OUTPUT_ACTIVATIONS = ("sigmoid", "softmax")
 MASKED_ACCURACY = "masked_accuracy"
 MASKED_LOSS = "masked_loss"
 
@@ -47,17 +48,14 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         units = tuple(self.lstm_units)
-        if not units or any(isinstance(u, bool) or not isinstance(u, int) or u < 1
-                            for u in units):
-            raise ValueError(f"lstm_units must be one or more positive integers, got {units!r}")
+        if not units:
+            raise ConfigError("lstm_units must hold one or more layer sizes, got none")
+        for i, u in enumerate(units):
+            check_int(f"lstm_units[{i}]", u, 1, error=ConfigError)
         object.__setattr__(self, "lstm_units", units)
-        if self.output_activation not in ("sigmoid", "softmax"):
-            raise ValueError("output_activation must be 'sigmoid' or 'softmax', "
-                             f"got {self.output_activation!r}")
-        rate = self.learning_rate
-        if isinstance(rate, bool) or not isinstance(rate, int | float) or not (
-                math.isfinite(rate) and rate > 0):
-            raise ValueError(f"learning rate must be a finite positive number, got {rate!r}")
+        check_choice("output_activation", self.output_activation, OUTPUT_ACTIVATIONS,
+                     error=ConfigError)
+        check_number("learning_rate", self.learning_rate, positive=True, error=ConfigError)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -71,8 +69,8 @@ class ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown model config keys {unknown}, expected some of "
-                             f"{sorted(known)}")
+            raise ConfigError(f"unknown model config keys {unknown}, expected some of "
+                              f"{sorted(known)}")
         kwargs = dict(data)
         if "lstm_units" in kwargs:
             kwargs["lstm_units"] = tuple(kwargs["lstm_units"])
@@ -86,8 +84,7 @@ def build_model(num_features: int, config: ModelConfig | None = None) -> keras.M
     6194
     """
     config = config or ModelConfig()
-    if num_features < 1:
-        raise ValueError(f"num_features must be >= 1, got {num_features}")
+    check_int("num_features", num_features, 1, error=ConfigError)
     inputs = keras.Input(shape=(None, num_features), name="x")
     hidden = inputs
     for i, units in enumerate(config.lstm_units):

@@ -87,17 +87,17 @@ class RunDir:
             RunDirError: the directory cannot be used as asked.
         """
         if resume and overwrite:
-            raise RunDirError("give --resume or --overwrite, not both")
+            raise RunDirError("give resume=True or overwrite=True, not both")
         if self.root.exists() and not self.root.is_dir():
             raise RunDirError(f"run directory {self.root} is a file, expected a directory")
         if self.is_empty() or overwrite:
             return
         if not resume:
-            raise RunDirError(f"run directory {self.root} is not empty; pass --resume to "
-                              "continue it or --overwrite to replace it")
+            raise RunDirError(f"run directory {self.root} is not empty; pass resume=True to "
+                              "continue it or overwrite=True to replace it")
         if not self.config.is_file():
             raise RunDirError(f"run directory {self.root} has no config.json, so it is not "
-                              "a trainer run that --resume can continue")
+                              "a trainer run that resume=True can continue")
 
     def prepare(self, *, resume: bool = False, overwrite: bool = False) -> None:
         """`check`, then (with ``overwrite``) delete the run's own artifacts, other files

@@ -6,24 +6,20 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
-from functools import partial
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import keras
 import tensorflow as tf
 
-from seqdata.atomic import write_text_atomic
-from seqdata.batching import BatchConfig
+from seqdata.checks import check_int
+from seqdata.read.config import BatchConfig
+from seqdata.read.stream import BatchSource, BatchStream, NoBatchesError
+from seqdata.store.atomic import write_text_atomic
+from seqdata.tf import keras_batches, to_tf_dataset
 from trainer.callbacks import EpochStats, RunRecorder, StepRecorder, truncate_batch_log
-from trainer.data import (
-    BatchSource,
-    BatchStream,
-    NoBatchesError,
-    to_tf_dataset,
-)
-from trainer.errors import ModelFileError, RunDirError, TrainerError
+from trainer.errors import ConfigError, ModelFileError, RunDirError, TrainerError
 from trainer.history import Row, plot_curves, read_history_csv
 from trainer.model import ModelConfig, build_model, compile_model, load_model, save_model
 from trainer.run_dir import RunDir
@@ -59,17 +55,16 @@ class TrainConfig:
     log_batches: bool = False
 
     def __post_init__(self) -> None:
-        for name, value in (("epochs", self.epochs), ("steps_per_epoch", self.steps_per_epoch),
-                            ("checkpoints_kept", self.checkpoints_kept),
-                            ("checkpoint_every", self.checkpoint_every)):
-            if value is None and name in ("steps_per_epoch", "checkpoint_every"):
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.batching, BatchConfig):
+            raise ConfigError(f"batching must be a BatchConfig, got {self.batching!r}")
+        for name in ("epochs", "checkpoints_kept"):
+            check_int(name, getattr(self, name), 1, error=ConfigError)
+        for name in ("steps_per_epoch", "checkpoint_every"):
+            check_int(name, getattr(self, name), 1, optional=True, error=ConfigError)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, as saved in RUN/config.json."""
-        return {"batching": asdict(self.batching), "epochs": self.epochs,
+        return {"batching": self.batching.to_dict(), "epochs": self.epochs,
                 "steps_per_epoch": self.steps_per_epoch, "model": self.model.to_dict(),
                 "checkpoints_kept": self.checkpoints_kept,
                 "checkpoint_every": self.checkpoint_every, "log_batches": self.log_batches}
@@ -106,7 +101,7 @@ def _check_resumable(saved: dict[str, Any], config: TrainConfig, data: dict[str,
     if new != old:
         diff = _differences(old, new)
         raise RunDirError(f"cannot resume {run.root}: options differ from its config.json "
-                          f"({diff}); resume with the same options (only --epochs may change)")
+                          f"({diff}); resume with the same options (only epochs may change)")
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> str:
@@ -115,22 +110,6 @@ def _differences(old: Any, new: Any, prefix: str = "") -> str:
                  for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
         return "; ".join(parts)
     return f"{prefix.rstrip('.')}: was {old!r}, now {new!r}"
-
-
-def _start_state(run: RunDir, config: TrainConfig, num_features: int, resume: bool,
-                 steps: int) -> tuple[keras.Model, int, list[Row]]:
-    """(model, steps already trained, history rows of the epochs already complete)."""
-    loaded = _load_latest_checkpoint(run) if resume else None
-    if loaded is None:
-        keras.utils.set_random_seed(config.batching.seed)
-        model = compile_model(build_model(num_features, config.model),
-                              config.model.learning_rate)
-        return model, 0, []
-    done, model = loaded
-    model.jit_compile = False
-    rows = [row for row in read_history_csv(run.history)
-            if row.get("epoch", 0) <= done // steps]
-    return model, done, rows
 
 
 def _load_latest_checkpoint(run: RunDir) -> tuple[int, keras.Model] | None:
@@ -149,13 +128,6 @@ def _load_latest_checkpoint(run: RunDir) -> tuple[int, keras.Model] | None:
         raise RunDirError(f"cannot resume {run.root}: every checkpoint is damaged "
                           f"({', '.join(damaged)})")
     return None
-
-
-def _validation_dataset(stream: BatchStream | None,
-                        num_features: int) -> tf.data.Dataset | None:
-    if stream is None:
-        return None
-    return to_tf_dataset(stream, num_features, stream.epoch_size(0))
 
 
 def train(run_root: str | os.PathLike[str], config: TrainConfig, source: BatchSource, *,
@@ -183,12 +155,12 @@ def train(run_root: str | os.PathLike[str], config: TrainConfig, source: BatchSo
     run = RunDir(Path(run_root))
     existed, fresh = run.root.exists(), run.is_empty() or overwrite
     run.prepare(resume=resume, overwrite=overwrite)
-    rows: list[Row] = []
+    state = TrainingRun(run, config, source, validation, num_features, dict(data or {}),
+                        verbose, echo)
     try:
-        return _train_in(run, config, source, num_features, validation, dict(data or {}),
-                         resume, rows, verbose, echo)
+        return state.train(resume)
     except BaseException:
-        if fresh and not rows:
+        if fresh and not state.rows:
             run.clear()
             if not existed:
                 run.root.rmdir()
@@ -200,80 +172,110 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def _write_metrics(run: RunDir, config: TrainConfig, data: dict[str, Any], steps: int,
-                   history: list[Row], complete: bool = False) -> None:
-    write_json(run.metrics, {
-        "complete": complete, "epochs": config.epochs,
-        "epochs_completed": int(history[-1]["epoch"]) if history else 0,
-        "steps_per_epoch": steps, "final": history[-1] if history else {},
-        "history": history, "config": config.to_dict(), "data": data,
-        "model": run.model.name if complete else None,
-        "logs": run.logs.name, "checkpoints": run.checkpoints.name})
+@dataclass
+class TrainingRun:
+    """A run in progress: what it trains on, where it records, and how far it got.
 
+    ``rows`` holds the history of every complete epoch (resumed ones included) and grows
+    as epochs end; ``steps`` is the number of steps an epoch has, known once the data is.
+    """
 
-def _fit(model: keras.Model, config: TrainConfig, source: BatchSource,
-         validation: BatchSource | None, num_features: int, run: RunDir, rows: list[Row],
-         write_metrics: Callable[[list[Row]], None], steps: int, verbose: int | str,
-         echo: Callable[[str], None], first_step: int, epoch: int, epoch_steps: int) -> None:
-    """Train from global step ``first_step`` (in epoch ``epoch``) to the last epoch; the
-    first epoch has ``epoch_steps`` steps (fewer when it resumes mid-epoch)."""
-    stream = BatchStream(source, config.batching, start=first_step)
-    val_stream = (BatchStream(validation, validation_options(config.batching), repeat=False)
-                  if validation is not None else None)
-    last = epoch + 1 if epoch_steps < steps else config.epochs
-    # Keras' progress bar goes between: it then shows the stats, and the summary follows.
-    callbacks = [EpochStats(stream, steps), keras.callbacks.ProgbarLogger(),
-                 RunRecorder(run, rows, config.epochs, steps, write_metrics,
-                             keep=config.checkpoints_kept, echo=echo),
-                 StepRecorder(run, stream, first_step, steps, config.checkpoint_every,
-                              config.checkpoints_kept, config.log_batches)]
-    try:
-        model.fit(to_tf_dataset(stream, num_features), epochs=last, initial_epoch=epoch,
-                  steps_per_epoch=epoch_steps, shuffle=False,
-                  validation_data=_validation_dataset(val_stream, num_features),
-                  callbacks=callbacks, verbose=verbose)
-    except tf.errors.OpError as exc:
-        for failed in (stream, val_stream):
-            if failed is not None and failed.error is not None:
-                raise failed.error from exc
-        raise
+    run: RunDir
+    config: TrainConfig
+    source: BatchSource
+    validation: BatchSource | None
+    num_features: int
+    data: dict[str, Any]
+    verbose: int | str = "auto"
+    echo: Callable[[str], None] = print
+    rows: list[Row] = field(default_factory=list)
+    steps: int = 0
+    model: keras.Model | None = None
 
+    def train(self, resume: bool) -> TrainResult:
+        """Check, restore (with ``resume``), fit the remaining epochs, save the model."""
+        config, run = self.config, self.run
+        if resume and run.config.is_file():
+            _check_resumable(run.read_config(), config, self.data, run)
+        per_pass = BatchStream(self.source, config.batching).epoch_size(config.batching.epoch)
+        if per_pass < 1:
+            raise NoBatchesError(config.batching.epoch, config.batching)
+        self.steps = config.steps_per_epoch or per_pass
+        done = self._restore() if resume else 0
+        if done == 0:
+            keras.utils.set_random_seed(config.batching.seed)
+            self.model = compile_model(build_model(self.num_features, config.model),
+                                       config.model.learning_rate)
+        epoch, into = divmod(done, self.steps)
+        if done > config.epochs * self.steps:
+            raise RunDirError(f"cannot resume {run.root} to {config.epochs} epochs: it has "
+                              f"{epoch} already (give epochs={epoch} or more)")
+        write_json(run.config, {"train": config.to_dict(), "data": self.data})
+        truncate_batch_log(run.batch_log, done)
+        if into:
+            self.echo(f"resuming {run.root} at step {done}: step {into + 1} of {self.steps} "
+                      f"in epoch {epoch + 1} of {config.epochs}")
+        elif epoch:
+            self.echo(f"resuming {run.root} after epoch {epoch} of {config.epochs}")
+        if into:  # finish the interrupted epoch from the exact step
+            self.fit(done, epoch, self.steps - into)
+            epoch += 1
+        if epoch < config.epochs:
+            self.fit(epoch * self.steps, epoch, self.steps)
+        if len(self.rows) < config.epochs:
+            raise TrainerError(f"training stopped after epoch {len(self.rows)} of "
+                               f"{config.epochs}: the data ran out of batches")
+        save_model(self.model, run.model)
+        plot_curves(self.rows, run.curves)
+        self.write_metrics(complete=True)
+        return TrainResult(run, self.rows, done, self.steps)
 
-def _train_in(run: RunDir, config: TrainConfig, source: BatchSource, num_features: int,
-              validation: BatchSource | None, data: dict[str, Any], resume: bool,
-              rows: list[Row], verbose: int | str,
-              echo: Callable[[str], None]) -> TrainResult:
-    if resume and run.config.is_file():
-        _check_resumable(run.read_config(), config, data, run)
-    per_pass = BatchStream(source, config.batching).epoch_size(0)
-    if per_pass < 1:
-        raise NoBatchesError(0, config.batching)
-    steps = config.steps_per_epoch or per_pass
-    model, done, kept = _start_state(run, config, num_features, resume, steps)
-    rows.extend(kept)
-    epoch, into = divmod(done, steps)
-    if done > config.epochs * steps:
-        raise RunDirError(f"cannot resume {run.root} to {config.epochs} epochs: it has "
-                          f"{epoch} already (give --epochs {epoch} or more)")
-    write_json(run.config, {"train": config.to_dict(), "data": data})
-    truncate_batch_log(run.batch_log, done)
-    write_metrics = partial(_write_metrics, run, config, data, steps)
-    if into:
-        echo(f"resuming {run.root} at step {done}: step {into + 1} of {steps} in epoch "
-             f"{epoch + 1} of {config.epochs}")
-    elif epoch:
-        echo(f"resuming {run.root} after epoch {epoch} of {config.epochs}")
-    fit = partial(_fit, model, config, source, validation, num_features, run, rows,
-                  write_metrics, steps, verbose, echo)
-    if into:  # finish the interrupted epoch from the exact step
-        fit(done, epoch, steps - into)
-        epoch += 1
-    if epoch < config.epochs:
-        fit(epoch * steps, epoch, steps)
-    if len(rows) < config.epochs:
-        raise TrainerError(f"training stopped after epoch {len(rows)} of {config.epochs}: "
-                           "the data ran out of batches")
-    save_model(model, run.model)
-    plot_curves(rows, run.curves)
-    write_metrics(rows, complete=True)
-    return TrainResult(run, rows, done, steps)
+    def _restore(self) -> int:
+        """Load the latest checkpoint and the history it has; the steps it trained."""
+        loaded = _load_latest_checkpoint(self.run)
+        if loaded is None:
+            return 0
+        done, self.model = loaded
+        self.model.jit_compile = False
+        self.rows[:] = [row for row in read_history_csv(self.run.history)
+                        if row.get("epoch", 0) <= done // self.steps]
+        return done
+
+    def write_metrics(self, complete: bool = False) -> None:
+        """metrics.json from the rows so far."""
+        history, run = self.rows, self.run
+        write_json(run.metrics, {
+            "complete": complete, "epochs": self.config.epochs,
+            "epochs_completed": int(history[-1]["epoch"]) if history else 0,
+            "steps_per_epoch": self.steps, "final": history[-1] if history else {},
+            "history": history, "config": self.config.to_dict(), "data": self.data,
+            "model": run.model.name if complete else None,
+            "logs": run.logs.name, "checkpoints": run.checkpoints.name})
+
+    def fit(self, first_step: int, epoch: int, epoch_steps: int) -> None:
+        """Train from global step ``first_step`` (in epoch ``epoch``) to the last epoch;
+        the first epoch has ``epoch_steps`` steps (fewer when it resumes mid-epoch)."""
+        config, run = self.config, self.run
+        stream = BatchStream(self.source, config.batching, start=first_step)
+        val_stream = (BatchStream(self.validation, validation_options(config.batching),
+                                  repeat=False) if self.validation is not None else None)
+        last = epoch + 1 if epoch_steps < self.steps else config.epochs
+        # Keras' progress bar goes between: it then shows the stats, and the summary follows.
+        callbacks = [EpochStats(stream, self.steps), keras.callbacks.ProgbarLogger(),
+                     RunRecorder(run, self.rows, config.epochs, self.steps, self.write_metrics,
+                                 keep=config.checkpoints_kept, echo=self.echo),
+                     StepRecorder(run, stream, first_step, self.steps, config.checkpoint_every,
+                                  config.checkpoints_kept, config.log_batches)]
+        validation_data = None if val_stream is None else to_tf_dataset(
+            keras_batches(val_stream), self.num_features,
+            val_stream.epoch_size(val_stream.config.epoch))
+        try:
+            self.model.fit(to_tf_dataset(keras_batches(stream), self.num_features),
+                           epochs=last, initial_epoch=epoch, steps_per_epoch=epoch_steps,
+                           shuffle=False, validation_data=validation_data,
+                           callbacks=callbacks, verbose=self.verbose)
+        except tf.errors.OpError as exc:
+            for failed in (stream, val_stream):
+                if failed is not None and failed.error is not None:
+                    raise failed.error from exc
+            raise

@@ -1,0 +1,152 @@
+"""Bucketed and padded batches, streamed shard window by shard window.
+
+An epoch visits the shards in a seeded random order, a window of a few shards at a time.
+Each window's sequences join those carried over from earlier windows, are split into
+groups (one per bucket, one per exact length with ``same_length``, or one for all in
+padded mode), shuffled within each group and cut into batches by count or by a budget of
+timesteps; sequences that do not fill a batch are carried to the next window, so only
+the last batch of each group can be short. The window's batches are yielded in a seeded
+random order. Memory is bounded by the window and the carry, not by the dataset.
+
+The shuffle within a group moves blocks of ``shuffle_block`` neighbours (cut at a random
+phase each epoch; see `seqdata.read.group.block_order`): a batch is then a few contiguous
+runs of the shards' arrays, which `Group.pad` copies with slice assignments instead of
+gathering every timestep. Stored neighbours are independent draws (generation lays out
+each chunk's sequences by length, not by anything they contain), so this keeps batches
+as random as a per-sequence shuffle; ``shuffle_block=1`` is that per-sequence shuffle.
+
+Every random choice comes from ``default_rng([seed, epoch])``, so the same seed and epoch
+give the same batches in the same order from either format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from seqdata.errors import SpecError
+from seqdata.read.config import BatchConfig
+from seqdata.read.group import Group, block_order
+from seqdata.sequences import Sequences
+from seqdata.store.buffers import ReadBuffers
+
+
+def _cut(lengths: np.ndarray, cfg: BatchConfig, pad_to: int) -> list[int]:
+    """Where batches end over sequences of ``lengths`` in order (the stop of each)."""
+    n = len(lengths)
+    if cfg.size is not None or pad_to:
+        per_batch = cfg.size or max(cfg.max_timesteps // pad_to, 1)
+        return [*range(per_batch, n, per_batch), n]
+    budget = cfg.max_timesteps
+    stops, start = [], 0
+    most = budget // max(int(lengths.min(initial=1)), 1) + 1  # no batch holds more
+    while start < n:
+        # (count) * (running max length) only grows, so the batch is a prefix of `window`.
+        window = lengths[start:start + most]
+        fits = np.arange(1, len(window) + 1) * np.maximum.accumulate(window) <= budget
+        start += max(int(fits.sum()), 1)
+        stops.append(start)
+    return stops
+
+
+def _group_parts(parts: list[Sequences], cfg: BatchConfig) -> Iterator[tuple[int, Sequences]]:
+    """(group key, sequences) of one shard's buckets: who may share a batch."""
+    for bucket, part in enumerate(parts):
+        if not len(part):
+            continue
+        if cfg.mode == "padded":
+            yield 0, part
+        elif not cfg.same_length:
+            yield bucket, part
+        else:  # a bucket part is sorted by length: one run per length
+            lengths = part.lengths
+            cuts = np.flatnonzero(np.diff(lengths)) + 1
+            for a, e in zip(np.r_[0, cuts], np.r_[cuts, len(part)], strict=True):
+                yield int(lengths[a]), part.slice(int(a), int(e))
+
+
+# (shard index, buffers to read into) -> its buckets
+ShardLoader = Callable[[int, ReadBuffers], list[Sequences]]
+
+
+def plan_batches(num_shards: int, load: ShardLoader, cfg: BatchConfig,
+                 boundaries: tuple[int, ...]) -> Iterator[tuple[Group, np.ndarray, int]]:
+    """The epoch's batches as (group, rows, pad_to), before padding.
+
+    A group may be a view of buffers that are reused once the next window is read:
+    use each item before asking for the next one.
+    """
+    rng = np.random.default_rng([cfg.seed, cfg.epoch])
+    order = rng.permutation(num_shards) if cfg.shuffle else np.arange(num_shards)
+    windows = [order[i:i + cfg.window_shards] for i in range(0, num_shards, cfg.window_shards)]
+    carry: dict[int, Sequences] = {}
+    for w, shards in enumerate(_read_windows(windows, load, cfg.read_ahead)):
+        last = w == len(windows) - 1
+        members: dict[int, list[Sequences]] = {k: [v] for k, v in carry.items()}
+        for parts in shards:
+            for key, part in _group_parts(parts, cfg):
+                members.setdefault(key, []).append(part)
+        carry, pending = {}, []
+        for key in sorted(members):
+            # pop: each group's pieces are freed with it, so a window is held once.
+            group = Group.of(members.pop(key))
+            pad_to = boundaries[key] if cfg.pad_to_bucket else 0
+            rows = (block_order(group.sizes, cfg.shuffle_block, rng) if cfg.shuffle
+                    else np.arange(len(group)))
+            stops = _cut(group.lengths[rows], cfg, pad_to)
+            batches = list(zip([0, *stops[:-1]], stops, strict=True))
+            tail_start = batches[-1][0]
+            # Only a group's last batch may be short: carry it into the next window, and
+            # at the end of the epoch keep it unless asked to drop it. With a budget, the
+            # last batch always counts as short.
+            if cfg.size is None or len(group) - tail_start < cfg.size:
+                batches.pop()
+                if not last:
+                    carry[key] = group.take(rows[tail_start:])
+                elif not cfg.drop_remainder:
+                    batches.append((tail_start, len(group)))
+            pending += [(group, rows[a:e], pad_to) for a, e in batches]
+        for i in rng.permutation(len(pending)) if cfg.shuffle else range(len(pending)):
+            yield pending[i]
+        pending.clear()  # free this window before the next is read
+
+
+def _read_windows(windows: list[np.ndarray], load: ShardLoader,
+                  read_ahead: bool) -> Iterator[list[list[Sequences]]]:
+    """The buckets of each window's shards; with ``read_ahead``, the next window is read
+    on a thread while this one is used (reads and pyarrow's decoding release the GIL).
+
+    A window's buffers are recycled when the window after it is asked for, so windows
+    alternate between two sets of buffers.
+    """
+    buffers = (ReadBuffers(), ReadBuffers())
+
+    def read(w: int) -> list[list[Sequences]]:
+        return [load(int(shard), buffers[w % 2]) for shard in windows[w]]
+
+    if not read_ahead:
+        for w in range(len(windows)):
+            yield read(w)
+            buffers[w % 2].recycle()
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="seqdata-read-ahead") as reader:
+        future = reader.submit(read, 0)
+        for w in range(len(windows)):
+            shards = future.result()
+            if w + 1 < len(windows):
+                future = reader.submit(read, w + 1)
+            yield shards
+            buffers[w % 2].recycle()
+
+
+def check_budget(cfg: BatchConfig, boundaries: tuple[int, ...], max_length: int) -> None:
+    """Raise SpecError if a budget is smaller than the longest (padded) sequence."""
+    if cfg.max_timesteps is None:
+        return
+    longest = boundaries[-1] if cfg.pad_to_bucket else max_length
+    if cfg.max_timesteps < longest:
+        raise SpecError(f"max_timesteps must be >= {longest} (the longest "
+                        f"{'padded ' if cfg.pad_to_bucket else ''}sequence), "
+                        f"got {cfg.max_timesteps}")

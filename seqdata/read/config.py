@@ -1,0 +1,100 @@
+"""`BatchConfig`: how an epoch is cut into batches, the one object every consumer passes.
+
+The trainer, the bridges and `Dataset.batches` all take a `BatchConfig`; nothing turns it
+into keyword arguments and rebuilds it on the other side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from seqdata.checks import check_bool, check_choice, check_int
+from seqdata.errors import SpecError
+
+MODES = ("bucketed", "padded")
+DEFAULT_BATCH_SIZE = 1000
+DEFAULT_SHUFFLE_BLOCK = 32
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """How an epoch is cut into batches.
+
+    Args:
+        mode: "bucketed" (each batch from one length bucket) or "padded" (all lengths mixed).
+        batch_size: sequences per batch (default 1000, the seed's, if no budget is given).
+        max_timesteps: instead of a count, a budget: B * L <= max_timesteps per batch.
+        seed, epoch: what every random choice of the epoch is drawn from.
+        shuffle: shuffle shard order, order within groups and batch order (default on).
+        pad_to_bucket: bucketed only: pad every batch to its bucket's upper bound, so that
+            there are only as many distinct shapes as buckets.
+        same_length: bucketed only: every batch holds sequences of one single length.
+        drop_remainder: drop the last, short batch of each group.
+        window_shards: shards read into memory at a time.
+        shuffle_block: neighbours shuffled together as one block (1: every sequence alone).
+        read_ahead: read the next window on a thread while this one is batched.
+        start: skip (without materializing) the first ``start`` batches of the epoch.
+
+    >>> BatchConfig(max_timesteps=50_000).size is None
+    True
+    """
+
+    mode: str = "bucketed"
+    batch_size: int | None = None
+    max_timesteps: int | None = None
+    seed: int = 0
+    epoch: int = 0
+    shuffle: bool = True
+    pad_to_bucket: bool = False
+    same_length: bool = False
+    drop_remainder: bool = False
+    window_shards: int = 2
+    shuffle_block: int = DEFAULT_SHUFFLE_BLOCK
+    read_ahead: bool = True
+    start: int = 0
+
+    def __post_init__(self) -> None:
+        check_choice("mode", self.mode, MODES)
+        if self.batch_size is not None and self.max_timesteps is not None:
+            raise SpecError("give either batch_size or max_timesteps, not both")
+        for name in ("batch_size", "max_timesteps"):
+            check_int(name, getattr(self, name), 1, optional=True)
+        for name in ("window_shards", "shuffle_block"):
+            check_int(name, getattr(self, name), 1)
+        for name in ("seed", "epoch", "start"):
+            check_int(name, getattr(self, name), 0)
+        for name in ("shuffle", "pad_to_bucket", "same_length", "drop_remainder", "read_ahead"):
+            check_bool(name, getattr(self, name))
+        if self.mode == "padded" and (self.pad_to_bucket or self.same_length):
+            raise SpecError("pad_to_bucket and same_length apply to bucketed mode only")
+
+    @property
+    def size(self) -> int | None:
+        """The batch count, or None when batches are cut by a timestep budget."""
+        if self.max_timesteps is not None:
+            return None
+        return self.batch_size or DEFAULT_BATCH_SIZE
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (as a run's config.json records it)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+OPTION_NAMES = tuple(f.name for f in fields(BatchConfig))
+
+
+def as_config(config: BatchConfig | str = "bucketed", /, **options: Any) -> BatchConfig:
+    """A `BatchConfig` from either a config (``options`` replace its fields) or a mode
+    and options (a ``mode`` option wins): what the forms of `Dataset.batches` accept.
+
+    >>> as_config("padded", batch_size=8) == BatchConfig("padded", batch_size=8)
+    True
+    """
+    unknown = sorted(set(options) - set(OPTION_NAMES))
+    if unknown:
+        raise SpecError(f"unknown batching options {unknown}, expected some of "
+                        f"{list(OPTION_NAMES)}")
+    if isinstance(config, BatchConfig):
+        return replace(config, **options) if options else config
+    return BatchConfig(**{"mode": config, **options})

@@ -1,0 +1,170 @@
+"""`open_dataset`: a validated dataset directory and access to its sequences.
+
+The manifest is read and checked before any shard is opened; shards are then read one
+bucket at a time (a contiguous group or row group), so a reader never pays for buckets
+it does not use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seqdata.errors import ShardError
+from seqdata.read.batch import Batch
+from seqdata.read.batching import ShardLoader, check_budget, plan_batches
+from seqdata.read.config import BatchConfig, as_config
+from seqdata.sequences import Sequences
+from seqdata.spec import LagSumSpec
+from seqdata.store.buffers import ReadBuffers
+from seqdata.store.manifest import Manifest, ShardInfo, read_manifest
+from seqdata.store.shards import check_shard_bytes, read_shard
+
+
+class Dataset:
+    """A dataset directory: its manifest plus readers for its shards.
+
+    >>> import tempfile
+    >>> from seqdata.store.build import build_dataset
+    >>> d = tempfile.mkdtemp()
+    >>> _ = build_dataset(d, LagSumSpec(num_sequences=20, seed=3), progress=False)
+    >>> ds = open_dataset(d)
+    >>> ds.num_sequences, len(ds.read_all())
+    (20, 20)
+    """
+
+    def __init__(self, root: Path, manifest: Manifest, check_hashes: bool = True) -> None:
+        self.root = root
+        self.manifest = manifest
+        self.check_hashes = check_hashes
+        self._hashed: set[int] = set()
+
+    def __repr__(self) -> str:
+        return (f"Dataset({str(self.root)!r}, format={self.format!r}, "
+                f"sequences={self.num_sequences}, buckets={len(self.boundaries)})")
+
+    @property
+    def spec(self) -> LagSumSpec:
+        return self.manifest.spec
+
+    @property
+    def format(self) -> str:
+        return self.manifest.format
+
+    @property
+    def boundaries(self) -> tuple[int, ...]:
+        return self.manifest.boundaries
+
+    @property
+    def shards(self) -> tuple[ShardInfo, ...]:
+        return self.manifest.shards
+
+    @property
+    def num_sequences(self) -> int:
+        return self.manifest.num_sequences
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.manifest.num_timesteps
+
+    @property
+    def bucket_sequences(self) -> np.ndarray:
+        return self.manifest.bucket_sequences
+
+    @property
+    def bucket_timesteps(self) -> np.ndarray:
+        return self.manifest.bucket_timesteps
+
+    @property
+    def num_features(self) -> int:
+        return self.spec.num_features
+
+    def shard_path(self, shard: ShardInfo) -> Path:
+        return self.root / shard.path
+
+    def read_shard(self, index: int, buckets: list[int] | None = None,
+                   values: bool = True, buffers: ReadBuffers | None = None) -> list[Sequences]:
+        """Buckets ``buckets`` (default: all) of shard ``index``, one `Sequences` each.
+
+        With ``values=False`` only ids and lengths are read (``x`` has no columns and
+        ``y`` holds no data), which is what planning an epoch needs. The first read of a
+        shard reads its file with one call and checks its hash on those same bytes. With
+        ``buffers``, the result may be views of one of them: valid until it is recycled.
+        """
+        unhashed = self.check_hashes and index not in self._hashed
+        parts = read_shard(self.root, self.manifest, index, buckets, values=values,
+                           check_bytes=unhashed, buffers=buffers)
+        if unhashed:
+            self._hashed.add(index)
+        return parts
+
+    def check_hash(self, index: int) -> None:
+        """Raise ShardError unless shard ``index`` has the size and SHA-256 of the manifest.
+
+        Reads check each shard once per `Dataset` (the first time it is read), so a
+        damaged shard stops training with its name instead of feeding it wrong values.
+        """
+        info = self.shards[index]
+        check_shard_bytes(self.shard_path(info), info)
+        self._hashed.add(index)
+
+    def read_bucket(self, bucket: int) -> Sequences:
+        """All sequences of one bucket, shard after shard."""
+        if not 0 <= bucket < len(self.boundaries):
+            raise IndexError(f"bucket must be in 0..{len(self.boundaries) - 1}, got {bucket}")
+        parts = [self.read_shard(i, [bucket])[0] for i, s in enumerate(self.shards)
+                 if s.bucket_sequences[bucket]]
+        return Sequences.concat(parts, self.num_features)
+
+    def read_all(self) -> Sequences:
+        """Every sequence, shard after shard and bucket after bucket."""
+        return Sequences.concat([p for i in range(len(self.shards)) for p in self.read_shard(i)],
+                                self.num_features)
+
+    def batches(self, config: BatchConfig | str = "bucketed", /,
+                **options: Any) -> Iterator[Batch]:
+        """One epoch of batches, as ``config`` (a `BatchConfig`) says.
+
+        For convenience a mode and options work too: ``batches("padded", batch_size=8)``
+        is ``batches(BatchConfig("padded", batch_size=8))``.
+        """
+        cfg = as_config(config, **options)
+        planned = self._plan(cfg, lambda i, buffers: self.read_shard(i, buffers=buffers))
+        for k, (group, rows, pad_to) in enumerate(planned):
+            if k >= cfg.start:
+                yield group.pad(rows, pad_to)
+
+    def plan(self, config: BatchConfig | str = "bucketed", /,
+             **options: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(ids, lengths) of every batch of the epoch, reading only lengths and ids."""
+        cfg = replace(as_config(config, **options), read_ahead=False)
+        planned = self._plan(cfg, lambda i, _: self.read_shard(i, values=False))
+        return [(group.ids[rows], group.lengths[rows]) for group, rows, _ in planned]
+
+    def num_batches(self, config: BatchConfig | str = "bucketed", /, **options: Any) -> int:
+        """How many batches :meth:`batches` with the same config yields."""
+        return len(self.plan(config, **options))
+
+    def _plan(self, cfg: BatchConfig, load: ShardLoader):
+        check_budget(cfg, self.boundaries, self.spec.lengths.high)
+        return plan_batches(len(self.shards), load, cfg, self.boundaries)
+
+
+def open_dataset(path: Path | str, check_hashes: bool = True) -> Dataset:
+    """Open a dataset directory after validating its manifest and finding its shards.
+
+    Raises ManifestError for a bad manifest and ShardError for a missing shard. With
+    ``check_hashes`` (the default) each shard's SHA-256 is checked the first time it is
+    read; turning it off trusts the files as they are.
+    """
+    root = Path(path)
+    manifest = read_manifest(root)
+    for info in manifest.shards:
+        shard = root / info.path
+        if not shard.is_file():
+            raise ShardError(f"shard {shard} listed in the manifest is missing")
+    return Dataset(root, manifest, check_hashes)

@@ -1,0 +1,196 @@
+"""HDF5 shards: one group per non-empty bucket holding flat, contiguous arrays.
+
+Layout (see docs/FORMAT.md): root attributes ``seqdata_format_version``, ``chunk``,
+``num_features``; groups ``bucket_0003`` with datasets ``x`` float32 (T, F), ``y`` uint8
+(T,), ``offsets`` int64 (n + 1,), ``ids`` int64 (n,). Datasets are contiguous and
+uncompressed, so a bucket is read with a few large reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from seqdata.errors import ShardError
+from seqdata.sequences import Sequences
+from seqdata.store.formats import BucketRun, lengths_only
+from seqdata.store.memfile import MemoryFile
+
+SHARD_VERSION = 1
+FIELDS = {"x": np.float32, "y": np.uint8, "offsets": np.int64, "ids": np.int64}
+
+
+def group_name(bucket: int) -> str:
+    return f"bucket_{bucket:04d}"
+
+
+class Hdf5Format:
+    reads_whole = True  # one read call, then views: no h5py call per dataset
+
+    def encode(self, out: MemoryFile, seqs: Sequences, runs: Sequence[BucketRun],
+               chunk: int) -> None:
+        # HDF5 writes into memory through h5py's file-object driver; the caller writes the
+        # image to disk with Python, where a full disk is a clean ENOSPC (HDF5's own file
+        # driver crashes the process with SIGSEGV on it).
+        # track_times=False keeps the bytes reproducible (no creation times in headers).
+        # Datasets are made with the low-level API (what h5py's create_dataset does, less
+        # its ~80 us of Python per dataset): the same calls, so the same bytes.
+        gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
+        gcpl.set_obj_track_times(False)
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_obj_track_times(False)
+        with h5py.File(out, "w") as f:
+            f.attrs["seqdata_format_version"] = SHARD_VERSION
+            f.attrs["chunk"] = chunk
+            f.attrs["num_features"] = seqs.x.shape[1]
+            for bucket, start, stop in runs:
+                part = seqs.slice(start, stop)
+                gid = h5py.h5g.create(f.id, group_name(bucket).encode(), gcpl=gcpl)
+                for field, value in (("x", part.x), ("y", part.y), ("offsets", part.offsets),
+                                     ("ids", part.ids)):
+                    value = np.ascontiguousarray(value)
+                    dsid = h5py.h5d.create(gid, field.encode(), h5py.h5t.py_create(value.dtype),
+                                           h5py.h5s.create_simple(value.shape), dcpl=dcpl)
+                    dsid.write(h5py.h5s.ALL, h5py.h5s.ALL, value)
+
+    def read_buckets(self, path: Path, buckets: Sequence[int], present: Sequence[int],
+                     num_features: int, values: bool = True,
+                     data: np.ndarray | None = None) -> list[Sequences]:
+        try:
+            layout = _layout(path, tuple(present), num_features)
+            if layout is None:  # not contiguous (rewritten by another tool): let h5py read
+                with h5py.File(path, "r") as f:
+                    parts = {b: _read_group(f, b, values) for b in buckets if b in present}
+            else:
+                parts = _read_extents(path, layout, [b for b in buckets if b in present],
+                                      values, data)
+        except ShardError:
+            raise
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
+            raise ShardError(f"shard {path} is not a readable seqdata HDF5 shard: {e}") from None
+        result = []
+        for b in buckets:
+            if b not in parts:
+                result.append(Sequences.empty(num_features))
+                continue
+            x, y, offsets, ids, total = parts[b]
+            if (offsets.shape != (len(ids) + 1,) or offsets[0] != 0
+                    or offsets[-1] != total or np.any(np.diff(offsets) < 0)):
+                raise ShardError(f"shard {path} {group_name(b)}: offsets{offsets.shape} ending "
+                                 f"at {offsets[-1] if len(offsets) else None} do not match "
+                                 f"{total} timesteps and {len(ids)} ids")
+            result.append(Sequences(x, y, offsets, ids) if values else lengths_only(offsets, ids))
+        return result
+
+
+# (offset in the file, shape) of each field of each bucket's group
+Layout = dict[int, dict[str, tuple[int, tuple[int, ...]]]]
+_LAYOUTS: dict[tuple, Layout | None] = {}
+_LAYOUTS_LOCK = threading.Lock()  # read-ahead threads of several datasets share the cache
+_MAX_LAYOUTS = 4096
+
+
+def _layout(path: Path, present: tuple[int, ...], num_features: int) -> Layout | None:
+    """Where each dataset of a shard lies in the file, after checking names, dtypes and
+    shapes; None if some dataset is not stored contiguously and unfiltered.
+
+    Cached by (path, inode, size, mtime): later epochs read a shard without h5py.
+    """
+    st = path.stat()
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, present, num_features)
+    with _LAYOUTS_LOCK:
+        if key in _LAYOUTS:
+            return _LAYOUTS[key]
+    layout: Layout | None = {}
+    with h5py.File(path, "r") as f:
+        found = sorted(k for k in f if k.startswith("bucket_"))
+        if found != [group_name(b) for b in present]:
+            raise ShardError(f"shard {path} holds groups {found}, the manifest "
+                             f"expects {[group_name(b) for b in present]}")
+        for bucket in present:
+            fields = _checked_fields(f, bucket, path, num_features)
+            extents = {}
+            for field, ds in fields.items():
+                plist = ds.id.get_create_plist()
+                offset = ds.id.get_offset() if ds.size else 0
+                if (plist.get_layout() != h5py.h5d.CONTIGUOUS or plist.get_nfilters()
+                        or offset is None):
+                    layout = None
+                    break
+                if offset + ds.id.get_storage_size() > st.st_size:
+                    raise ShardError(f"shard {path} {group_name(bucket)}/{field} lies past the "
+                                     f"end of the file ({st.st_size} bytes): truncated")
+                extents[field] = (offset, ds.shape)
+            if layout is None:
+                break
+            layout[bucket] = extents
+    with _LAYOUTS_LOCK:
+        if len(_LAYOUTS) >= _MAX_LAYOUTS:
+            _LAYOUTS.pop(next(iter(_LAYOUTS)))
+        _LAYOUTS[key] = layout
+    return layout
+
+
+def _checked_fields(f: h5py.File, bucket: int, path: Path,
+                    num_features: int) -> dict[str, h5py.Dataset]:
+    """The four datasets of a bucket's group, with the dtypes and shapes they must have."""
+    group = f[group_name(bucket)]
+    fields = {}
+    for field, dtype in FIELDS.items():
+        ds = group.get(field)
+        if not isinstance(ds, h5py.Dataset) or ds.dtype != np.dtype(dtype):
+            found = "missing" if ds is None else getattr(ds, "dtype", type(ds).__name__)
+            raise ShardError(f"shard {path} {group_name(bucket)}/{field}: expected "
+                             f"{np.dtype(dtype)} data, found {found}")
+        fields[field] = ds
+    total = fields["y"].shape[0] if fields["y"].ndim == 1 else -1
+    if (fields["x"].shape != (total, num_features) or fields["offsets"].ndim != 1
+            or fields["ids"].ndim != 1):
+        raise ShardError(f"shard {path} {group_name(bucket)}: inconsistent shapes "
+                         f"x{fields['x'].shape} y{fields['y'].shape} "
+                         f"offsets{fields['offsets'].shape} ids{fields['ids'].shape}")
+    return fields
+
+
+# x, y (None without values), offsets, ids, number of timesteps
+Arrays = tuple[np.ndarray | None, np.ndarray | None, np.ndarray, np.ndarray, int]
+
+
+def _read_extents(path: Path, layout: Layout, buckets: list[int], values: bool,
+                  data: np.ndarray | None) -> dict[int, Arrays]:
+    """The buckets' arrays as views of ``data`` (the whole file), or read from the file."""
+    def view(field: str, extent: tuple[int, tuple[int, ...]], f) -> np.ndarray:
+        offset, shape = extent
+        dtype = np.dtype(FIELDS[field])
+        count = int(np.prod(shape))
+        if data is not None:
+            return np.frombuffer(data, dtype, count, offset).reshape(shape)
+        out = np.empty(shape, dtype)
+        f.seek(offset)
+        if f.readinto(memoryview(out).cast("B")) != out.nbytes:
+            raise ShardError(f"shard {path} ended early: truncated")
+        return out
+
+    parts = {}
+    with contextlib.nullcontext() if data is not None else open(path, "rb") as f:
+        for b in buckets:
+            extents = layout[b]
+            offsets, ids = view("offsets", extents["offsets"], f), view("ids", extents["ids"], f)
+            x, y = ((view("x", extents["x"], f), view("y", extents["y"], f)) if values
+                    else (None, None))
+            parts[b] = (x, y, offsets, ids, extents["y"][1][0])
+    return parts
+
+
+def _read_group(f: h5py.File, bucket: int, values: bool) -> Arrays:
+    group = f[group_name(bucket)]
+    x, y = (group["x"][()], group["y"][()]) if values else (None, None)
+    return x, y, group["offsets"][()], group["ids"][()], group["y"].shape[0]
+
+
+FORMAT = Hdf5Format()

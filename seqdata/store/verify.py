@@ -1,0 +1,118 @@
+"""Verify a dataset: every shard's bytes, structure and counts, and optionally its labels.
+
+Problems are collected, not raised, so that one run names every bad shard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from seqdata.buckets import bucket_lower_bounds
+from seqdata.errors import ShardError
+from seqdata.generate import labels_from_sums, lag_sums
+from seqdata.progress import Progress
+from seqdata.sequences import Sequences
+from seqdata.store.atomic import file_sha256
+from seqdata.store.manifest import Manifest, ShardInfo, read_manifest
+from seqdata.store.shards import read_shard
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with one shard."""
+
+    shard: str
+    message: str
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    root: Path
+    num_shards: int
+    labels_checked: bool
+    leaky: bool
+    problems: tuple[Problem, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def bad_shards(self) -> list[str]:
+        return sorted({p.shard for p in self.problems})
+
+
+def verify_dataset(path: Path | str, labels: bool = False,
+                   progress: bool = False) -> VerifyReport:
+    """Check every shard against the manifest (raises ManifestError for a bad manifest).
+
+    >>> import tempfile
+    >>> from seqdata.spec import LagSumSpec
+    >>> from seqdata.store.build import build_dataset
+    >>> d = tempfile.mkdtemp()
+    >>> _ = build_dataset(d, LagSumSpec(num_sequences=30), progress=False)
+    >>> verify_dataset(d, labels=True).ok
+    True
+    """
+    root = Path(path)
+    manifest = read_manifest(root)
+    problems: list[Problem] = []
+    bar = Progress(len(manifest.shards), f"verify {root.name}", enabled=progress)
+    for index, info in enumerate(manifest.shards):
+        for message in _check_shard(root, manifest, index, labels):
+            problems.append(Problem(info.path, message))
+        bar.advance(info.num_sequences, info.num_timesteps)
+    return VerifyReport(root, len(manifest.shards), labels, manifest.leaky, tuple(problems))
+
+
+def _check_shard(root: Path, manifest: Manifest, index: int, labels: bool) -> list[str]:
+    info = manifest.shards[index]
+    path = root / info.path
+    if not path.is_file():
+        return ["missing"]
+    size = path.stat().st_size
+    if size != info.size:
+        return [f"size is {size} bytes, the manifest says {info.size} (truncated or replaced)"]
+    digest = file_sha256(path)
+    if digest != info.sha256:
+        # A damaged file is not parsed any further: its bytes are already known wrong.
+        return [f"sha256 is {digest}, the manifest says {info.sha256}"]
+    try:
+        parts = read_shard(root, manifest, index)
+        meta = read_shard(root, manifest, index, values=False)
+    except ShardError as e:
+        return [str(e)]
+    return _check_content(manifest, info, parts, meta, labels)
+
+
+def _check_content(manifest: Manifest, info: ShardInfo, parts: list[Sequences],
+                   meta: list[Sequences], labels: bool) -> list[str]:
+    spec = manifest.spec
+    problems = []
+    start, stop = spec.chunk_ids(info.chunk)
+    ids = np.concatenate([p.ids for p in parts])
+    if not np.array_equal(np.sort(ids), np.arange(start, stop)):
+        problems.append(f"ids are not exactly {start}..{stop - 1}")
+    lows = bucket_lower_bounds(manifest.boundaries, spec.lengths.low)
+    for b, (part, m) in enumerate(zip(parts, meta, strict=True)):
+        lengths = part.lengths
+        if not (np.array_equal(lengths, m.lengths) and np.array_equal(part.ids, m.ids)):
+            problems.append(f"bucket {b}: stored lengths or ids disagree with the sequences")
+        if len(lengths) and (lengths.min() < lows[b] or lengths.max() > manifest.boundaries[b]):
+            problems.append(f"bucket {b}: lengths {lengths.min()}..{lengths.max()} outside "
+                            f"{lows[b]}..{manifest.boundaries[b]}")
+        if len(part.y) and part.y.max() > 1:
+            problems.append(f"bucket {b}: labels other than 0 and 1")
+        if labels and len(part):
+            if spec.seed_compat_leak:  # feature 0 holds the sum itself
+                expected = labels_from_sums(part.x[:, 0], spec.threshold)
+            else:
+                expected = labels_from_sums(lag_sums(part.x, part.offsets, spec.window),
+                                            spec.threshold)
+            wrong = int(np.count_nonzero(expected != part.y))
+            if wrong:
+                problems.append(f"bucket {b}: {wrong} labels differ from the lag-sum rule")
+    return problems

@@ -1,0 +1,162 @@
+"""Groups: batches copied straight from several parts, by runs or by gathers, and the
+block shuffle that makes runs long."""
+
+import h5py
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seqdata import open_dataset
+from seqdata.read.group import Group, block_order
+from seqdata.sequences import Sequences
+
+
+def make_parts(part_lengths: list[list[int]], features: int = 3) -> list[Sequences]:
+    """Parts whose every value says which sequence and step it is (ids 100, 101, ...)."""
+    parts, next_id = [], 100
+    for lengths in part_lengths:
+        offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+        ids = np.arange(next_id, next_id + len(lengths), dtype=np.int64)
+        owner = np.repeat(ids, lengths)
+        step = np.arange(int(offsets[-1])) - np.repeat(offsets[:-1], lengths)
+        x = (owner[:, None] * 1000 + step[:, None] * 10 + np.arange(features)).astype(np.float32)
+        parts.append(Sequences(x, ((owner + step) % 3).astype(np.uint8), offsets, ids))
+        next_id += len(lengths)
+    return parts
+
+
+def expected_row(seq_id: int, length: int, width: int, features: int = 3):
+    step = np.arange(length)
+    x = np.zeros((width, features), np.float32)
+    x[:length] = seq_id * 1000 + step[:, None] * 10 + np.arange(features)
+    y = np.zeros(width, np.uint8)
+    y[:length] = (seq_id + step) % 3
+    return x, y
+
+
+part_lengths = st.lists(st.lists(st.integers(1, 6), min_size=1, max_size=30),
+                        min_size=1, max_size=4)
+
+
+@settings(max_examples=80, deadline=None)
+@given(part_lengths=part_lengths, block=st.sampled_from([1, 2, 5, 64]),
+       pad_to=st.sampled_from([0, 6, 9]), seed=st.integers(0, 2**16))
+def test_pad_and_take_copy_each_sequence_from_its_part(part_lengths, block, pad_to, seed):
+    parts = make_parts(part_lengths)
+    group = Group.of(parts)
+    rng = np.random.default_rng(seed)
+    rows = block_order(group.sizes, block, rng)
+    n = int(rng.integers(1, len(rows) + 1))
+    rows = rows[:n]  # a batch: a prefix of the order, as plan_batches cuts them
+    lengths = group.lengths[rows]
+    batch = group.pad(rows, pad_to)
+    assert batch.x.shape == (n, max(int(lengths.max()), pad_to), 3)
+    for r in range(n):
+        x, y = expected_row(int(batch.ids[r]), int(batch.lengths[r]), batch.x.shape[1])
+        np.testing.assert_array_equal(batch.x[r], x)
+        np.testing.assert_array_equal(batch.y[r], y)
+    np.testing.assert_array_equal(batch.mask.sum(1), batch.lengths)
+    taken = group.take(rows)
+    np.testing.assert_array_equal(np.sort(taken.ids), np.sort(batch.ids))
+    for r in range(n):
+        x, y = taken.sequence(r)
+        np.testing.assert_array_equal(x, expected_row(int(taken.ids[r]), len(x), len(x))[0])
+        np.testing.assert_array_equal(y, expected_row(int(taken.ids[r]), len(y), len(y))[1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.integers(0, 200), min_size=1, max_size=5),
+       block=st.integers(2, 70), seed=st.integers(0, 2**16))
+def test_block_order_is_a_permutation_of_runs_within_parts(sizes, block, seed):
+    rows = block_order(sizes, block, np.random.default_rng(seed))
+    np.testing.assert_array_equal(np.sort(rows), np.arange(sum(sizes)))
+    if not len(rows):
+        return
+    first = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    part = np.searchsorted(np.cumsum(sizes), rows, side="right")
+    breaks = np.flatnonzero((np.diff(rows) != 1) | (np.diff(part) != 0)) + 1
+    # Every run of consecutive rows starts and ends on a block edge: the part's own edges
+    # or one phase + k * block per part (runs can be longer: neighbouring blocks may land
+    # next to each other by chance).
+    firsts = np.concatenate(([0], breaks)).astype(int)
+    lasts = np.concatenate((breaks, [len(rows)])).astype(int) - 1
+    for p, size in enumerate(sizes):
+        edges = [rows[i] - first[p] for i in firsts if part[i] == p]
+        edges += [rows[i] + 1 - first[p] for i in lasts if part[i] == p]
+        inner = {int(e) % block for e in edges if 0 < e < size}
+        assert len(inner) <= 1
+
+
+def test_block_order_changes_with_the_epoch_and_block_one_is_a_permutation():
+    a = block_order([500, 300], 32, np.random.default_rng([0, 0]))
+    b = block_order([500, 300], 32, np.random.default_rng([0, 1]))
+    assert not np.array_equal(a, b)
+    np.testing.assert_array_equal(block_order([500, 300], 1, np.random.default_rng(4)),
+                                  np.random.default_rng(4).permutation(800))
+
+
+def test_block_and_per_sequence_shuffles_give_the_same_sequences(h5_dataset):
+    def content(**kw):
+        out = {}
+        for batch in h5_dataset.batches(batch_size=16, seed=2, **kw):
+            for r in range(len(batch)):
+                out[int(batch.ids[r])] = batch.x[r, : batch.lengths[r]].tobytes()
+        return out
+    blocked, single = content(shuffle_block=8), content(shuffle_block=1)
+    assert blocked == single and len(blocked) == h5_dataset.num_sequences
+
+
+def test_hdf5_shards_rewritten_with_chunked_datasets_still_read(datasets, tmp_path):
+    """A shard repacked by another tool (chunked, compressed) is read through h5py."""
+    import shutil
+
+    copy = tmp_path / "repacked"
+    shutil.copytree(datasets["hdf5"], copy)
+    shard = sorted(copy.glob("shard-*.h5"))[0]
+    with h5py.File(shard, "r") as f:
+        groups = {g: {k: f[g][k][()] for k in f[g]} for g in f}
+        attrs = dict(f.attrs)
+    with h5py.File(shard, "w") as f:
+        f.attrs.update(attrs)
+        for g, fields in groups.items():
+            for k, v in fields.items():
+                f.create_dataset(f"{g}/{k}", data=v, chunks=True, compression="gzip")
+    original = open_dataset(datasets["hdf5"]).read_shard(0)
+    repacked = open_dataset(copy, check_hashes=False).read_shard(0)
+    for a, b in zip(original, repacked, strict=True):
+        for field in ("x", "y", "offsets", "ids"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+
+
+def test_a_rewritten_shard_is_not_read_with_a_stale_layout(datasets, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(datasets["hdf5"], copy)
+    ds = open_dataset(copy, check_hashes=False)
+    ds.read_shard(0)  # caches the layout of shard 0
+    shard = ds.shard_path(ds.shards[0])
+    other = ds.shard_path(ds.shards[1])
+    shutil.copyfile(other, shard)  # same name, other content and layout
+    with pytest.raises(Exception, match="shard-00000"):
+        ds.read_shard(0)
+
+
+@pytest.mark.parametrize("fmt", ["hdf5", "parquet"])
+@pytest.mark.parametrize("keep", [0, 100, 0.5, -1])
+def test_truncated_shards_are_errors_even_unhashed(datasets, tmp_path, fmt, keep):
+    """Without hash checks, a truncated shard still raises ShardError, never crashes."""
+    import shutil
+
+    from seqdata import ShardError
+
+    copy = tmp_path / fmt
+    shutil.copytree(datasets[fmt], copy)
+    ds = open_dataset(copy, check_hashes=False)
+    shard = ds.shard_path(ds.shards[0])
+    data = shard.read_bytes()
+    size = int(len(data) * keep) if isinstance(keep, float) else keep % len(data)
+    shard.write_bytes(data[:size])
+    with pytest.raises(ShardError, match="shard-00000"):
+        list(ds.batches(batch_size=8))
