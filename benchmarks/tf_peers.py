@@ -1,15 +1,16 @@
 """The tf.data peers of the benchmark: TensorFlow's own idioms over the same data.
 
-Imported only by `benchmarks.bench`, and only when TensorFlow is installed.
+Imported only by `benchmarks/bench.py`, and only when TensorFlow is installed.
 """
 
 from __future__ import annotations
 
 import time
 
-import tensorflow as tf
-
 from seqdata.sequences import Sequences
+from seqdata.tf import import_tensorflow
+
+tf = import_tensorflow()  # quietly: without TensorFlow's native start-up lines
 
 
 def tf_data_peers(flat: Sequences, boundaries: tuple[int, ...], n: int) -> list[dict]:

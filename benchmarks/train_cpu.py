@@ -13,8 +13,10 @@ from collections.abc import Iterator
 import numpy as np
 
 from seqdata import BatchConfig, BatchStream, Dataset
-from seqdata.tf import KerasArrays, keras_arrays, keras_batches, to_tf_dataset
-from trainer.model import ModelConfig, build_model, compile_model
+from seqdata.tf import KerasArrays, import_tensorflow, keras_arrays, keras_batches, to_tf_dataset
+
+import_tensorflow()  # quietly, before Keras loads it with its native start-up lines
+from trainer.model import ModelConfig, build_model, compile_model  # noqa: E402
 
 
 def _fit_seconds(batches, num_features: int, steps: int) -> float:
