@@ -80,6 +80,11 @@ class Dataset:
         return self.manifest.bucket_timesteps
 
     @property
+    def checksum(self) -> str:
+        """The manifest's checksum: it names this exact dataset (spec, shards, hashes)."""
+        return self.manifest.checksum
+
+    @property
     def num_features(self) -> int:
         return self.spec.num_features
 

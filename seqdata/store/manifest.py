@@ -87,7 +87,8 @@ class Manifest:
     def leaky(self) -> bool:
         return self.spec.seed_compat_leak
 
-    def to_json(self) -> str:
+    def to_doc(self) -> dict[str, Any]:
+        """The manifest as the JSON object written to manifest.json, checksum included."""
         doc = {
             "manifest_version": MANIFEST_VERSION,
             "kind": KIND,
@@ -104,7 +105,15 @@ class Manifest:
             "shards": [s.to_dict() for s in self.shards],
         }
         doc["checksum"] = checksum(doc)
-        return json.dumps(doc, indent=1) + "\n"
+        return doc
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_doc(), indent=1) + "\n"
+
+    @property
+    def checksum(self) -> str:
+        """The manifest's checksum: it names this exact dataset (spec, shards, hashes)."""
+        return self.to_doc()["checksum"]
 
 
 def checksum(doc: dict[str, Any]) -> str:
