@@ -55,24 +55,41 @@ def expected_padding(pmf: np.ndarray, min_length: int, boundaries: Sequence[int]
     return 0.0 if padded == 0 else 1.0 - float(np.dot(pmf[support], lengths)) / padded
 
 
-def _optimal_tables(pmf: np.ndarray, min_length: int, max_buckets: int) -> list[tuple[int, ...]]:
-    """Optimal boundaries for 1..max_buckets buckets (entry k-1 has k buckets or fewer)."""
+# The dynamic programme holds a few (points x points) float64 tables: at most 1024
+# candidate boundaries keep them at 8 MiB each. Beyond that many distinct lengths,
+# neighbouring lengths are merged into 1024 bins of equal count, whose upper ends are the
+# candidates (the result is then optimal among those, not among all lengths).
+MAX_DP_POINTS = 1024
+
+
+def _candidates(pmf: np.ndarray, min_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(upper length, probability, sum of probability x length) of each candidate bin:
+    every length with mass, or bins of neighbouring ones when there are too many."""
     support = np.flatnonzero(pmf > 0)
     if len(support) == 0:
         raise SpecError("the length distribution has no mass")
     lengths = (support + min_length).astype(np.float64)
     p = pmf[support]
-    n = len(lengths)
+    size = -(-len(support) // MAX_DP_POINTS)
+    starts = np.arange(0, len(support), size)
+    ends = np.minimum(starts + size, len(support)) - 1
+    return lengths[ends], np.add.reduceat(p, starts), np.add.reduceat(p * lengths, starts)
+
+
+def _optimal_tables(pmf: np.ndarray, min_length: int, max_buckets: int) -> list[tuple[int, ...]]:
+    """Optimal boundaries for 1..max_buckets buckets (entry k-1 has k buckets or fewer)."""
+    uppers, p, q = _candidates(pmf, min_length)
+    n = len(uppers)
     cp = np.concatenate(([0.0], np.cumsum(p)))
-    cq = np.concatenate(([0.0], np.cumsum(p * lengths)))
+    cq = np.concatenate(([0.0], np.cumsum(q)))
     a = np.arange(n)[:, None]
     b = np.arange(n)[None, :]
-    # cost[a, b]: expected padding of one bucket holding support[a..b], padded to support[b].
-    cost = lengths[None, :] * (cp[b + 1] - cp[a]) - (cq[b + 1] - cq[a])
+    # cost[a, b]: expected padding of one bucket holding bins a..b, padded to uppers[b].
+    cost = uppers[None, :] * (cp[b + 1] - cp[a]) - (cq[b + 1] - cq[a])
     cost = np.where(a <= b, cost, np.inf)
-    best = cost[0].copy()  # best[b]: min cost of covering support[0..b] with j buckets
+    best = cost[0].copy()  # best[b]: min cost of covering bins 0..b with j buckets
     choices: list[np.ndarray] = []
-    results = [(int(lengths[-1]),)]
+    results = [(int(uppers[-1]),)]
     for _ in range(1, min(max_buckets, n)):
         total = np.concatenate(([np.inf], best[:-1]))[:, None] + cost  # last bucket starts at a
         arg = np.argmin(total, axis=0)
@@ -84,7 +101,7 @@ def _optimal_tables(pmf: np.ndarray, min_length: int, max_buckets: int) -> list[
             cuts.append(end)
             end = start - 1
         cuts.append(end)
-        results.append(tuple(int(lengths[c]) for c in sorted(cuts)))
+        results.append(tuple(int(uppers[c]) for c in sorted(cuts)))
     return results
 
 

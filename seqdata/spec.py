@@ -17,6 +17,10 @@ from seqdata.errors import SpecError
 
 MAX_LENGTH = 1_000_000
 DEFAULT_CHUNK_SIZE = 32_768
+# A generation chunk is held in memory whole (values, lag sums, labels) by each worker:
+# at most this many bytes at the longest length, whatever the lengths drawn. The default
+# spec needs 81 MB; 2 GiB leaves room for two workers and the writer on a small machine.
+MAX_CHUNK_BYTES = 2 * 2**30
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,20 @@ class LagSumSpec:
         check_int("seed", self.seed, 0, 2**63 - 1)
         check_int("chunk_size", self.chunk_size, 1, 2**24)
         check_bool("seed_compat_leak", self.seed_compat_leak)
+        if self.max_chunk_bytes > MAX_CHUNK_BYTES:
+            raise SpecError(
+                f"chunk_size {self.chunk_size:,} x max length {self.lengths.high:,} x "
+                f"{4 * self.num_features + 5} bytes a timestep is "
+                f"{self.max_chunk_bytes / 2**30:.1f} GiB per generation chunk, more than "
+                f"the {MAX_CHUNK_BYTES // 2**30} GiB limit; lower chunk_size (at most "
+                f"{MAX_CHUNK_BYTES // (self.lengths.high * (4 * self.num_features + 5)):,} "
+                f"here)")
+
+    @property
+    def max_chunk_bytes(self) -> int:
+        """Memory one generation chunk can need: every sequence at the longest length,
+        float32 values and lag sums and uint8 labels."""
+        return self.chunk_size * self.lengths.high * (4 * self.num_features + 5)
 
     @property
     def num_chunks(self) -> int:

@@ -22,7 +22,7 @@ from seqdata.sequences import Sequences
 from seqdata.spec import LagSumSpec
 from seqdata.store.buffers import ReadBuffers
 from seqdata.store.manifest import Manifest, ShardInfo, read_manifest
-from seqdata.store.shards import check_shard_bytes, read_shard
+from seqdata.store.shards import read_shard
 
 
 class Dataset:
@@ -41,7 +41,8 @@ class Dataset:
         self.root = root
         self.manifest = manifest
         self.check_hashes = check_hashes
-        self._hashed: set[int] = set()
+        # shard -> its file's key when its bytes and content were last checked
+        self._checked: dict[int, tuple[int, int, int, int]] = {}
 
     def __repr__(self) -> str:
         return (f"Dataset({str(self.root)!r}, format={self.format!r}, "
@@ -96,26 +97,41 @@ class Dataset:
         """Buckets ``buckets`` (default: all) of shard ``index``, one `Sequences` each.
 
         With ``values=False`` only ids and lengths are read (``x`` has no columns and
-        ``y`` holds no data), which is what planning an epoch needs. The first read of a
-        shard reads its file with one call and checks its hash on those same bytes. With
-        ``buffers``, the result may be views of one of them: valid until it is recycled.
+        ``y`` holds no data), which is what planning an epoch needs. With ``buffers``, the
+        result may be views of one of them: valid until it is recycled.
+
+        The first read of a shard reads its file with one call, checks its hash on those
+        same bytes and checks its content (`seqdata.store.shards.content_problems`).
+        Every later read compares the file's inode, size and modification time with
+        those it had then, and checks it all again if they changed: a shard replaced
+        while a `Dataset` is open is a ShardError naming it, never new data.
         """
-        unhashed = self.check_hashes and index not in self._hashed
-        parts = read_shard(self.root, self.manifest, index, buckets, values=values,
-                           check_bytes=unhashed, buffers=buffers)
-        if unhashed:
-            self._hashed.add(index)
-        return parts
+        whole = values and buckets is None
+        if self.check_hashes and self._checked.get(index) != self._file_key(index):
+            key = self._file_key(index)
+            parts = read_shard(self.root, self.manifest, index, check_bytes=True,
+                               buffers=buffers if whole else None)
+            self._checked[index] = key
+            if whole:
+                return parts
+        return read_shard(self.root, self.manifest, index, buckets, values=values,
+                          buffers=buffers)
 
     def check_hash(self, index: int) -> None:
-        """Raise ShardError unless shard ``index`` has the size and SHA-256 of the manifest.
+        """Raise ShardError unless shard ``index`` has the size, SHA-256 and content the
+        manifest says (what the first read of a shard checks)."""
+        key = self._file_key(index)
+        read_shard(self.root, self.manifest, index, check_bytes=True)
+        self._checked[index] = key
 
-        Reads check each shard once per `Dataset` (the first time it is read), so a
-        damaged shard stops training with its name instead of feeding it wrong values.
-        """
-        info = self.shards[index]
-        check_shard_bytes(self.shard_path(info), info)
-        self._hashed.add(index)
+    def _file_key(self, index: int) -> tuple[int, int, int, int]:
+        """(device, inode, size, mtime) of a shard's file: changes when it is replaced."""
+        path = self.shard_path(self.shards[index])
+        try:
+            st = path.stat()
+        except OSError as e:
+            raise ShardError(f"shard {path} cannot be read: {e.strerror or e}") from None
+        return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
     def read_bucket(self, bucket: int) -> Sequences:
         """All sequences of one bucket, shard after shard."""

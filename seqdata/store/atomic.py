@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import functools
 import hashlib
 import mmap
 import os
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from seqdata.errors import OutputError
 
@@ -107,9 +110,42 @@ def write_text_atomic(path: Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def open_regular(path: Path) -> BinaryIO:
+    """Open ``path`` for reading if it is a regular file; raise OSError otherwise.
+
+    Opened without blocking (a FIFO would otherwise hang the open) and checked on the open
+    descriptor (a link to a device, a FIFO or a directory is refused, whatever its name).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode)
+                    else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                    else "not a regular file")
+            raise OSError(errno.EINVAL, f"{kind}, expected a regular file", str(path))
+        return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular_text(path: Path, limit: int) -> str:
+    """The UTF-8 text of a regular file of at most ``limit`` bytes.
+
+    Raises OSError (not a regular file, too large) or UnicodeDecodeError.
+    """
+    with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise OSError(errno.EFBIG, f"{size:,} bytes, more than the {limit:,} allowed",
+                          str(path))
+        return f.read(limit + 1).decode("utf-8")
+
+
 def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes, hashed from a memory map (no copies)."""
-    with open(path, "rb") as f:
+    """SHA-256 of a regular file's bytes, hashed from a memory map (no copies)."""
+    with open_regular(path) as f:
         if os.fstat(f.fileno()).st_size == 0:
             return hashlib.sha256(b"").hexdigest()
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from seqdata.errors import ShardError
+from seqdata.store.atomic import open_regular
 
 
 class ReadBuffers:
@@ -38,7 +39,7 @@ class ReadBuffers:
 def read_file(path: Path, buffers: ReadBuffers | None = None) -> np.ndarray:
     """A file's bytes, read with one call into a new array or one from ``buffers``."""
     try:
-        with open(path, "rb", buffering=0) as f:
+        with open_regular(path) as f:
             size = os.fstat(f.fileno()).st_size
             data = np.empty(size, np.uint8) if buffers is None else buffers.get(size)
             view, done = memoryview(data), 0

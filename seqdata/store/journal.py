@@ -18,12 +18,19 @@ from typing import Any
 
 import numpy as np
 
+from seqdata.checks import check_int
 from seqdata.errors import OutputError
 from seqdata.spec import LagSumSpec
-from seqdata.store.atomic import file_sha256, fsync_path, write_bytes_atomic
-from seqdata.store.manifest import ShardInfo
+from seqdata.store.atomic import (
+    file_sha256,
+    fsync_path,
+    read_regular_text,
+    write_bytes_atomic,
+)
+from seqdata.store.manifest import SHARD_PATH, ShardInfo
 
 JOURNAL_NAME = ".seqdata-build.jsonl"
+MAX_JOURNAL_BYTES = 1 << 30  # a line per shard: far more than any real build writes
 
 
 @dataclass(frozen=True)
@@ -62,7 +69,7 @@ def read_journal(out: Path, plan: BuildPlan) -> dict[int, tuple[ShardInfo, np.nd
     """
     path = out / JOURNAL_NAME
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_regular_text(path, MAX_JOURNAL_BYTES).splitlines()
     except FileNotFoundError:
         raise OutputError(f"{out} holds no interrupted seqdata build to resume "
                           f"({JOURNAL_NAME} not found)") from None
@@ -72,27 +79,44 @@ def read_journal(out: Path, plan: BuildPlan) -> dict[int, tuple[ShardInfo, np.nd
     for line in lines:
         try:
             entries.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a torn append: everything before it holds
-    if not entries or "plan" not in entries[0]:
+        except (ValueError, RecursionError):
+            break  # a torn append (or worse): everything before it holds
+    if not entries or not isinstance(entries[0], dict) or "plan" not in entries[0]:
         raise OutputError(f"{path} does not start with a build plan; remove {out} or pass "
                           f"overwrite=True")
     found = entries[0]["plan"]
     if found != plan.to_dict():
-        diff = sorted(k for k in found if found.get(k) != plan.to_dict().get(k))
+        keys = set(found) if isinstance(found, dict) else set()
+        diff = sorted(k for k in keys | set(plan.to_dict())
+                      if not isinstance(found, dict) or found.get(k) != plan.to_dict().get(k))
         raise OutputError(f"the interrupted build in {out} used another {', '.join(diff)}; "
                           f"resume with the same options, or pass overwrite=True")
     done = {}
     for entry in entries[1:]:
-        try:
-            s = entry["shard"]
-            info = ShardInfo(s["path"], s["chunk"], tuple(s["bucket_sequences"]),
-                             tuple(s["bucket_timesteps"]), s["size"], s["sha256"])
-            counts = np.asarray(entry["length_counts"], np.int64)
-        except (KeyError, TypeError):
-            continue
+        kept = _finished_shard(out, entry, plan)
+        if kept is not None:
+            done[kept[0].chunk] = kept
+    return done
+
+
+def _finished_shard(out: Path, entry: Any, plan: BuildPlan) -> tuple[ShardInfo, np.ndarray] | None:
+    """The shard a journal line records, if the line is well-formed and the file still
+    hashes right; None for anything else (a line of the wrong shape is not trusted)."""
+    try:
+        s = entry["shard"]
+        info = ShardInfo(s["path"], s["chunk"], tuple(s["bucket_sequences"]),
+                         tuple(s["bucket_timesteps"]), s["size"], s["sha256"])
+        counts = np.asarray(entry["length_counts"], np.int64)
+        for name in ("chunk", "size"):
+            check_int(name, getattr(info, name), 0, error=OutputError)
+        span = plan.spec.lengths.high - plan.spec.lengths.low + 1
+        if (not isinstance(info.path, str) or not SHARD_PATH.fullmatch(info.path)
+                or not isinstance(info.sha256, str) or counts.shape != (span,)):
+            return None
         shard = out / info.path
         if (shard.is_file() and shard.stat().st_size == info.size
                 and file_sha256(shard) == info.sha256):
-            done[info.chunk] = (info, counts)
-    return done
+            return info, counts
+    except (KeyError, TypeError, ValueError, OverflowError, OSError, OutputError):
+        pass
+    return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -22,10 +23,16 @@ from seqdata.buckets import bucket_lower_bounds, check_boundaries
 from seqdata.checks import check_int
 from seqdata.errors import ManifestError, SeqdataError
 from seqdata.spec import LagSumSpec
-from seqdata.store.atomic import write_bytes_atomic
+from seqdata.store.atomic import read_regular_text, write_bytes_atomic
 from seqdata.store.formats import FORMAT_NAMES, SUFFIXES
 
 MANIFEST_NAME = "manifest.json"
+# A manifest lists every shard with its counts per bucket: about 1 KB a shard with 29
+# buckets, so 256 MiB holds hundreds of thousands of shards; more is not a manifest.
+MAX_MANIFEST_BYTES = 256 * 2**20
+# Shard paths are relative names such as shard-00000.h5: no NUL, no control characters,
+# no surrogates, no './' (which would let one file be listed twice under two spellings).
+SHARD_PATH = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*")
 MANIFEST_VERSION = 1
 KIND = "seqdata.lagsum"
 
@@ -141,7 +148,7 @@ def read_manifest(directory: Path | str) -> Manifest:
         raise ManifestError(f"{root} is not a directory (expected a dataset directory)")
     path = root / MANIFEST_NAME
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_text(path, MAX_MANIFEST_BYTES)
     except FileNotFoundError:
         raise ManifestError(f"{path} not found: {root} is not a finished seqdata dataset "
                             f"(the manifest is written last)") from None
@@ -151,12 +158,16 @@ def read_manifest(directory: Path | str) -> Manifest:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise ManifestError(f"{path} is not valid JSON: {e}") from None
+    except (ValueError, RecursionError) as e:  # a 5000-digit number, nesting 100,000 deep
+        raise ManifestError(f"{path} is not a manifest: {type(e).__name__}: "
+                            f"{str(e)[:200]}") from None
     try:
         return _parse(doc, root)
-    except ManifestError as e:
-        raise ManifestError(f"{path}: {e}") from None
     except SeqdataError as e:
         raise ManifestError(f"{path}: {e}") from None
+    except (RecursionError, ValueError, OSError) as e:  # nested too deep; NUL in a path
+        raise ManifestError(f"{path} is not a manifest: {type(e).__name__}: "
+                            f"{str(e)[:200]}") from None
 
 
 def _get(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str = "") -> Any:
@@ -187,12 +198,16 @@ def _counts(doc: dict[str, Any], key: str, n: int, where: str) -> tuple[int, ...
 
 
 def check_relative_path(root: Path, rel: str, where: str) -> None:
-    """Refuse shard paths that are absolute, climb with '..' or resolve outside ``root``."""
+    """Refuse shard paths that are absolute, climb with '..', hold anything but plain
+    name characters, or resolve outside ``root``."""
     pure = PurePosixPath(rel)
     if not rel or pure.is_absolute() or "\\" in rel or rel.startswith("~"):
         raise ManifestError(f"{where}path must be relative to the dataset directory, got {rel!r}")
     if ".." in pure.parts:
         raise ManifestError(f"{where}path must not contain '..', got {rel!r}")
+    if len(rel) > 255 or not SHARD_PATH.fullmatch(rel):
+        raise ManifestError(f"{where}path must be names of letters, digits, '.', '_' and '-' "
+                            f"joined by '/' (at most 255 characters), got {rel[:80]!r}")
     resolved = (root / rel).resolve()
     if not resolved.is_relative_to(root.resolve()):
         raise ManifestError(f"{where}path {rel!r} resolves to {resolved}, outside the "
@@ -264,8 +279,9 @@ def _parse(doc: Any, root: Path) -> Manifest:
             raise ManifestError(f"{where}size/sha256 must be a byte count and 64 hex digits, "
                                 f"got {info.size!r}/{info.sha256!r}")
         shards.append(info)
-    if len({s.path for s in shards}) != len(shards):
-        raise ManifestError("shards list the same path twice")
+    resolved = [(root / s.path).resolve() for s in shards]
+    if len(set(resolved)) != len(shards):
+        raise ManifestError("shards list the same file twice (after resolving links)")
 
     hist = _get(doc, "length_histogram", dict)
     if _get(hist, "min_length", int, "length_histogram.") != spec.lengths.low:

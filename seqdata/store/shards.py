@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from seqdata.buckets import bucket_lower_bounds
 from seqdata.errors import ShardError
 from seqdata.sequences import Sequences
+from seqdata.spec import LagSumSpec
 from seqdata.store.atomic import file_sha256
 from seqdata.store.buffers import ReadBuffers, read_file
 from seqdata.store.formats import get_format
@@ -46,10 +48,11 @@ def read_shard(root: Path, manifest: Manifest, index: int, buckets: Sequence[int
     """Buckets ``buckets`` (default: all) of shard ``index``, one `Sequences` each.
 
     With ``values=False`` only ids and lengths are read (``x`` has no columns and ``y``
-    holds no data). With ``check_bytes``, the whole file is read with one call and its
-    size and hash are checked on those same bytes first. With ``buffers``, the result
-    may be views of one of them: valid until it is recycled. Raises ShardError when a
-    bucket does not hold the manifest's counts.
+    holds no data). With ``check_bytes``, the whole file is read with one call, its size
+    and hash are checked on those same bytes first, and a whole-shard read then checks
+    its content (`content_problems`). With ``buffers``, the result may be views of one
+    of them: valid until it is recycled. Raises ShardError when a bucket does not hold
+    the manifest's counts, or the content breaks an invariant.
     """
     info = manifest.shards[index]
     path = root / info.path
@@ -59,8 +62,10 @@ def read_shard(root: Path, manifest: Manifest, index: int, buckets: Sequence[int
     if check_bytes:
         check_shard_bytes(path, info, data)
     wanted = list(range(len(manifest.boundaries))) if buckets is None else list(buckets)
-    present = [b for b, n in enumerate(info.bucket_sequences) if n]
-    parts = fmt.read_buckets(path, wanted, present, manifest.spec.num_features, values,
+    counts = {b: (n, t) for b, (n, t) in enumerate(zip(info.bucket_sequences,
+                                                        info.bucket_timesteps, strict=True))
+              if n}
+    parts = fmt.read_buckets(path, wanted, counts, manifest.spec.num_features, values,
                              data if fmt.reads_whole else None)
     for b, part in zip(wanted, parts, strict=True):
         if len(part) != info.bucket_sequences[b] or \
@@ -69,4 +74,54 @@ def read_shard(root: Path, manifest: Manifest, index: int, buckets: Sequence[int
                 f"shard {path} bucket {b} holds {len(part)} sequences / "
                 f"{part.num_timesteps} timesteps, the manifest says "
                 f"{info.bucket_sequences[b]} / {info.bucket_timesteps[b]}")
+    if check_bytes and values and buckets is None:
+        meta = read_shard(root, manifest, index, values=False)
+        problems = content_problems(manifest, info, parts, meta)
+        if problems:
+            raise ShardError(f"shard {path} is damaged: {problems[0]}"
+                             + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     return parts
+
+
+def value_range(spec: LagSumSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Per feature, the lowest and the highest value the spec can generate: U[0, 1), and
+    with the seed's leak, feature 0 holds a sum of ``window`` of them."""
+    low = np.zeros(spec.num_features, np.float32)
+    high = np.ones(spec.num_features, np.float32)
+    if spec.seed_compat_leak:
+        high[0] = spec.window
+    return low, high
+
+
+def content_problems(manifest: Manifest, info: ShardInfo, parts: Sequence[Sequences],
+                     meta: Sequence[Sequences]) -> list[str]:
+    """What is wrong with a shard's content, cheap checks only (a few passes over its
+    arrays): ids exactly the chunk's, each unique; lengths within each bucket's range;
+    the stored lengths and ids (``meta``, a lengths-only read) agreeing with the
+    sequences; labels 0 or 1; values finite and in the spec's range."""
+    spec = manifest.spec
+    problems = []
+    start, stop = spec.chunk_ids(info.chunk)
+    ids = np.concatenate([p.ids for p in parts])
+    if not np.array_equal(np.sort(ids), np.arange(start, stop)):
+        problems.append(f"ids are not exactly {start}..{stop - 1}, each once")
+    lows = bucket_lower_bounds(manifest.boundaries, spec.lengths.low)
+    low, high = value_range(spec)
+    for b, (part, m) in enumerate(zip(parts, meta, strict=True)):
+        if not len(part):
+            continue
+        lengths = part.lengths
+        if not (np.array_equal(lengths, m.lengths) and np.array_equal(part.ids, m.ids)):
+            problems.append(f"bucket {b}: stored lengths or ids disagree with the sequences")
+        if lengths.min() < lows[b] or lengths.max() > manifest.boundaries[b]:
+            problems.append(f"bucket {b}: lengths {lengths.min()}..{lengths.max()} outside "
+                            f"{lows[b]}..{manifest.boundaries[b]}")
+        if part.y.max() > 1:
+            problems.append(f"bucket {b}: labels other than 0 and 1")
+        # min/max propagate NaN, which then fails both comparisons: one pass finds both.
+        smallest, largest = part.x.min(axis=0), part.x.max(axis=0)
+        if not (np.all(smallest >= low) and np.all(largest <= high)):
+            problems.append(f"bucket {b}: values outside the spec's range "
+                            f"[{low.min()}, {high.max()}] or not finite (min "
+                            f"{smallest.min()}, max {largest.max()})")
+    return problems

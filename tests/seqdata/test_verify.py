@@ -78,7 +78,8 @@ def test_structural_damage_with_a_valid_hash_is_caught(tmp_path, datasets):
     reseal(path, victim)
     report = verify_dataset(path)
     assert report.bad_shards == [victim.name]
-    assert "ids: expected int64 data, found missing" in report.problems[0].message
+    assert "holds ['offsets', 'x', 'y'], expected ['ids', 'offsets', 'x', 'y']" in \
+        report.problems[0].message
 
 
 def test_leaky_datasets_verify_by_their_own_rule(tmp_path):

@@ -8,7 +8,7 @@ back as `Sequences`. h5py and pyarrow are imported only when their format is fir
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -25,6 +25,8 @@ SUFFIXES = {name: suffix for name, (suffix, _) in FORMATS.items()}
 FORMAT_NAMES = tuple(FORMATS)
 
 BucketRun = tuple[int, int, int]  # (bucket, first sequence, stop) in a length-sorted chunk
+# Non-empty bucket -> (sequences, timesteps), as the manifest lists them for a shard.
+BucketCounts = Mapping[int, tuple[int, int]]
 
 
 class ShardFormat(Protocol):
@@ -36,11 +38,15 @@ class ShardFormat(Protocol):
         bucket run (the caller hashes and publishes the bytes)."""
         ...
 
-    def read_buckets(self, path: Path, buckets: Sequence[int], present: Sequence[int],
+    def read_buckets(self, path: Path, buckets: Sequence[int], counts: BucketCounts,
                      num_features: int, values: bool = True,
                      data: np.ndarray | None = None) -> list[Sequences]:
-        """Buckets ``buckets`` of a shard whose non-empty buckets are ``present``.
+        """Buckets ``buckets`` of a shard whose non-empty buckets hold ``counts``.
 
+        Sizes declared inside the file are checked against ``counts`` (the manifest's)
+        before anything is read or decoded, so a small hostile file cannot make a reader
+        allocate more than the manifest says the shard holds; anything our writer does not
+        make (links, external or virtual storage, compression) is refused.
         With ``values=False``, only ids and offsets are read: see `lengths_only`.
         ``data``, if given, holds the whole file's bytes, already read: formats that
         ``reads_whole`` return views of it, others read the file themselves.

@@ -9,6 +9,7 @@ uncompressed, so a bucket is read with a few large reads.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,8 @@ import numpy as np
 
 from seqdata.errors import ShardError
 from seqdata.sequences import Sequences
-from seqdata.store.formats import BucketRun, lengths_only
+from seqdata.store.atomic import open_regular
+from seqdata.store.formats import BucketCounts, BucketRun, lengths_only
 from seqdata.store.memfile import MemoryFile
 
 SHARD_VERSION = 1
@@ -58,13 +60,14 @@ class Hdf5Format:
                                            h5py.h5s.create_simple(value.shape), dcpl=dcpl)
                     dsid.write(h5py.h5s.ALL, h5py.h5s.ALL, value)
 
-    def read_buckets(self, path: Path, buckets: Sequence[int], present: Sequence[int],
+    def read_buckets(self, path: Path, buckets: Sequence[int], counts: BucketCounts,
                      num_features: int, values: bool = True,
                      data: np.ndarray | None = None) -> list[Sequences]:
+        present = tuple(sorted(counts))
         try:
-            layout = _layout(path, tuple(present), num_features)
-            if layout is None:  # not contiguous (rewritten by another tool): let h5py read
-                with h5py.File(path, "r") as f:
+            layout = _layout(path, counts, num_features)
+            if layout is None:  # chunked (rewritten by another tool): let h5py read it
+                with open_regular(path) as handle, h5py.File(handle, "r") as f:
                     parts = {b: _read_group(f, b, values) for b in buckets if b in present}
             else:
                 parts = _read_extents(path, layout, [b for b in buckets if b in present],
@@ -95,40 +98,47 @@ _LAYOUTS_LOCK = threading.Lock()  # read-ahead threads of several datasets share
 _MAX_LAYOUTS = 4096
 
 
-def _layout(path: Path, present: tuple[int, ...], num_features: int) -> Layout | None:
-    """Where each dataset of a shard lies in the file, after checking names, dtypes and
-    shapes; None if some dataset is not stored contiguously and unfiltered.
+def _layout(path: Path, counts: BucketCounts, num_features: int) -> Layout | None:
+    """Where each dataset of a shard lies in the file, after checking that the file holds
+    exactly our layout (see `_checked_fields`); None if some dataset is chunked or compact
+    (a shard rewritten by another tool, read through h5py).
 
     Cached by (path, inode, size, mtime): later epochs read a shard without h5py.
     """
-    st = path.stat()
-    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, present, num_features)
-    with _LAYOUTS_LOCK:
-        if key in _LAYOUTS:
-            return _LAYOUTS[key]
-    layout: Layout | None = {}
-    with h5py.File(path, "r") as f:
-        found = sorted(k for k in f if k.startswith("bucket_"))
-        if found != [group_name(b) for b in present]:
-            raise ShardError(f"shard {path} holds groups {found}, the manifest "
-                             f"expects {[group_name(b) for b in present]}")
-        for bucket in present:
-            fields = _checked_fields(f, bucket, path, num_features)
-            extents = {}
-            for field, ds in fields.items():
-                plist = ds.id.get_create_plist()
-                offset = ds.id.get_offset() if ds.size else 0
-                if (plist.get_layout() != h5py.h5d.CONTIGUOUS or plist.get_nfilters()
-                        or offset is None):
-                    layout = None
+    present = tuple(sorted(counts))
+    with open_regular(path) as handle:
+        st = os.fstat(handle.fileno())
+        key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, tuple(counts.items()),
+               num_features)
+        with _LAYOUTS_LOCK:
+            if key in _LAYOUTS:
+                return _LAYOUTS[key]
+        layout: Layout | None = {}
+        with h5py.File(handle, "r") as f:
+            expected = [group_name(b) for b in present]
+            found = sorted(f)
+            if found != expected:
+                raise ShardError(f"shard {path} holds {found[:8]}, the manifest expects "
+                                 f"groups {expected[:8]}")
+            for bucket in present:
+                fields = _checked_fields(f, bucket, path, counts[bucket], num_features)
+                extents = {}
+                for field, ds in fields.items():
+                    plist = ds.id.get_create_plist()
+                    if plist.get_layout() in (h5py.h5d.CHUNKED, h5py.h5d.COMPACT):
+                        layout = None
+                        break
+                    offset = ds.id.get_offset() if ds.size else 0
+                    if offset is None:  # contiguous but never written
+                        raise ShardError(f"shard {path} {group_name(bucket)}/{field} has no "
+                                         f"data stored")
+                    if offset + ds.id.get_storage_size() > st.st_size:
+                        raise ShardError(f"shard {path} {group_name(bucket)}/{field} lies past "
+                                         f"the end of the file ({st.st_size} bytes): truncated")
+                    extents[field] = (offset, ds.shape)
+                if layout is None:
                     break
-                if offset + ds.id.get_storage_size() > st.st_size:
-                    raise ShardError(f"shard {path} {group_name(bucket)}/{field} lies past the "
-                                     f"end of the file ({st.st_size} bytes): truncated")
-                extents[field] = (offset, ds.shape)
-            if layout is None:
-                break
-            layout[bucket] = extents
+                layout[bucket] = extents
     with _LAYOUTS_LOCK:
         if len(_LAYOUTS) >= _MAX_LAYOUTS:
             _LAYOUTS.pop(next(iter(_LAYOUTS)))
@@ -136,24 +146,50 @@ def _layout(path: Path, present: tuple[int, ...], num_features: int) -> Layout |
     return layout
 
 
-def _checked_fields(f: h5py.File, bucket: int, path: Path,
+def _checked_fields(f: h5py.File, bucket: int, path: Path, count: tuple[int, int],
                     num_features: int) -> dict[str, h5py.Dataset]:
-    """The four datasets of a bucket's group, with the dtypes and shapes they must have."""
-    group = f[group_name(bucket)]
+    """The four datasets of a bucket's group, checked to be what our writer makes.
+
+    The group and its datasets are hard links (an external or soft link reads another
+    file or object); the group holds nothing else; each dataset is stored in this file
+    (no external storage, no virtual dataset: both read bytes of other files), compact,
+    contiguous or chunked with filters this HDF5 has, with the dtype and the shape that
+    the manifest's counts (``count``: sequences, timesteps) give it. Shapes are checked
+    before any data is read, so nothing larger than the manifest says is allocated.
+    """
+    name = group_name(bucket)
+    where = f"shard {path} {name}"
+    if not isinstance(f.get(name, getlink=True), h5py.HardLink):
+        raise ShardError(f"{where} is a link, expected a group stored in the shard")
+    group = f[name]
+    if not isinstance(group, h5py.Group) or sorted(group) != sorted(FIELDS):
+        found = sorted(group) if isinstance(group, h5py.Group) else type(group).__name__
+        raise ShardError(f"{where} holds {found}, expected {sorted(FIELDS)}")
+    n, total = count
+    shapes = {"x": (total, num_features), "y": (total,), "offsets": (n + 1,), "ids": (n,)}
     fields = {}
     for field, dtype in FIELDS.items():
-        ds = group.get(field)
+        if not isinstance(group.get(field, getlink=True), h5py.HardLink):
+            raise ShardError(f"{where}/{field} is a link, expected data stored in the shard")
+        ds = group[field]
         if not isinstance(ds, h5py.Dataset) or ds.dtype != np.dtype(dtype):
-            found = "missing" if ds is None else getattr(ds, "dtype", type(ds).__name__)
-            raise ShardError(f"shard {path} {group_name(bucket)}/{field}: expected "
-                             f"{np.dtype(dtype)} data, found {found}")
+            found = getattr(ds, "dtype", type(ds).__name__)
+            raise ShardError(f"{where}/{field}: expected {np.dtype(dtype)} data, found {found}")
+        plist = ds.id.get_create_plist()
+        if plist.get_layout() == h5py.h5d.VIRTUAL or plist.get_external_count():
+            kind = "a virtual dataset" if plist.get_layout() == h5py.h5d.VIRTUAL else \
+                "stored in external files"
+            raise ShardError(f"{where}/{field} is {kind}: it would read other files; "
+                             f"expected data stored in the shard")
+        for i in range(plist.get_nfilters()):
+            code = plist.get_filter(i)[0]
+            if not h5py.h5z.filter_avail(code):
+                raise ShardError(f"{where}/{field} needs HDF5 filter {code}, which this "
+                                 f"HDF5 does not have")
+        if ds.shape != shapes[field]:
+            raise ShardError(f"{where}/{field} has shape {ds.shape}, the manifest's "
+                             f"{n} sequences / {total} timesteps make it {shapes[field]}")
         fields[field] = ds
-    total = fields["y"].shape[0] if fields["y"].ndim == 1 else -1
-    if (fields["x"].shape != (total, num_features) or fields["offsets"].ndim != 1
-            or fields["ids"].ndim != 1):
-        raise ShardError(f"shard {path} {group_name(bucket)}: inconsistent shapes "
-                         f"x{fields['x'].shape} y{fields['y'].shape} "
-                         f"offsets{fields['offsets'].shape} ids{fields['ids'].shape}")
     return fields
 
 
@@ -177,7 +213,7 @@ def _read_extents(path: Path, layout: Layout, buckets: list[int], values: bool,
         return out
 
     parts = {}
-    with contextlib.nullcontext() if data is not None else open(path, "rb") as f:
+    with contextlib.nullcontext() if data is not None else open_regular(path) as f:
         for b in buckets:
             extents = layout[b]
             offsets, ids = view("offsets", extents["offsets"], f), view("ids", extents["ids"], f)

@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 
 from seqdata.errors import ShardError
 from seqdata.sequences import Sequences
-from seqdata.store.formats import BucketRun, lengths_only
+from seqdata.store.atomic import open_regular
+from seqdata.store.formats import BucketCounts, BucketRun, lengths_only
 from seqdata.store.memfile import MemoryFile
 
 SHARD_VERSION = 2  # 2: every level of x and y declared not null
@@ -68,19 +69,26 @@ class ParquetFormat:
                 table = _table(seqs.slice(start, stop), bucket, schema)
                 writer.write_table(table, row_group_size=max(1, len(table)))
 
-    def read_buckets(self, path: Path, buckets: Sequence[int], present: Sequence[int],
+    def read_buckets(self, path: Path, buckets: Sequence[int], counts: BucketCounts,
                      num_features: int, values: bool = True,
                      data: np.ndarray | None = None) -> list[Sequences]:
         del data  # pyarrow reads from the file (its decoding reads in parallel)
+        present = sorted(counts)
         try:
+            with open_regular(path):  # pyarrow opens it again: refuse FIFOs and devices first
+                pass
             pf = pq.ParquetFile(path)
             if pf.metadata.num_row_groups != len(present):
                 raise ShardError(f"shard {path} has {pf.metadata.num_row_groups} row groups, "
                                  f"the manifest expects {len(present)} (one per bucket)")
             expected = arrow_schema(num_features)
             if not pf.schema_arrow.remove_metadata().equals(expected):
-                raise ShardError(f"shard {path} has schema {pf.schema_arrow.remove_metadata()}, "
-                                 f"expected {expected}")
+                found = " ".join(str(pf.schema_arrow.remove_metadata()).split())
+                raise ShardError(f"shard {path} has schema {found}, expected "
+                                 f"{' '.join(str(expected).split())}")
+            for group, bucket in enumerate(present):
+                _check_row_group(pf.metadata.row_group(group), counts[bucket], num_features,
+                                 f"shard {path} row group {group}")
             index = {b: i for i, b in enumerate(present)}
             if not values:
                 return [self._read_lengths(pf, index[b], b, path) if b in index
@@ -122,6 +130,33 @@ class ParquetFormat:
         offsets = np.zeros(len(lengths) + 1, np.int64)
         np.cumsum(lengths, out=offsets[1:])
         return lengths_only(offsets, table.column("id").to_numpy().astype(np.int64, copy=False))
+
+
+PLAIN_ENCODINGS = {"PLAIN", "RLE"}  # values plain, list levels run-length encoded
+
+
+def _check_row_group(group: pq.RowGroupMetaData, count: tuple[int, int], num_features: int,
+                     where: str) -> None:
+    """Refuse a row group that is not what our writer makes for ``count`` (sequences,
+    timesteps), before anything is decoded: its rows and every column's value count must
+    be the manifest's, and its columns stored plain and uncompressed (a compressed or
+    dictionary-encoded page can expand a few bytes into gigabytes)."""
+    n, total = count
+    if group.num_rows != n:
+        raise ShardError(f"{where} has {group.num_rows} rows, the manifest says {n}")
+    values = {"id": n, "length": n, "bucket": n, "x": total * num_features, "y": total}
+    for i in range(group.num_columns):
+        column = group.column(i)
+        name = column.path_in_schema.split(".")[0]
+        if column.compression != "UNCOMPRESSED" or column.has_dictionary_page or \
+                not set(column.encodings) <= PLAIN_ENCODINGS:
+            raise ShardError(f"{where} column {name} is stored {column.compression} with "
+                             f"encodings {list(column.encodings)}; seqdata shards are "
+                             f"uncompressed and plain")
+        if column.num_values != values.get(name):
+            raise ShardError(f"{where} column {name} holds {column.num_values} values, the "
+                             f"manifest's {n} sequences / {total} timesteps make "
+                             f"{values.get(name)}")
 
 
 def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
