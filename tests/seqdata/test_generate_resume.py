@@ -69,8 +69,8 @@ def test_resume_after_sigkill_at_random_moments(tmp_path, reference):
         assert resumed.returncode == 0, resumed.stderr
         assert snapshot(out) == reference, f"trial {trial} after {delay:.2f}s"
         assert verify_dataset(out).ok
-    # Most kills landed mid-build, with some shards written and no manifest yet.
-    assert sum(0 < n < KILL_SPEC.num_chunks and not m for n, m in states) >= 5, states
+    # Most kills landed mid-build: some shards (or all) written and no manifest yet.
+    assert sum(0 < n <= KILL_SPEC.num_chunks and not m for n, m in states) >= 5, states
 
 
 class Killed(BaseException):
