@@ -61,18 +61,31 @@ def format_row(row: Row, epochs: int) -> str:
     return ", ".join(parts[:1]) + " " + ", ".join(parts[1:])
 
 
+def save_checkpoint(run: RunDir, model: keras.Model, step: int, stamp: dict[str, Any],
+                    keep: int) -> None:
+    """The checkpoint of ``step`` with its stamp, then all but the ``keep`` newest removed.
+
+    The stamp is written first: a kill between the two leaves a stamp without a
+    checkpoint (ignored, pruned later), never a checkpoint of this run without a stamp.
+    """
+    run.write_stamp(step, stamp)
+    save_model(model, run.checkpoint(step))
+    run.prune_checkpoints(keep)
+
+
 class RunRecorder(keras.callbacks.Callback):
     """After each epoch: history.csv, metrics.json (``write_metrics()``), TensorBoard
-    scalars, then a checkpoint (the latest ``keep`` kept), and a printed summary line.
+    scalars, then a checkpoint stamped with ``stamp`` (the latest ``keep`` kept), and a
+    printed summary line.
 
     History is written before the checkpoint, so a checkpoint's epoch always has its row.
     """
 
     def __init__(self, run: RunDir, rows: list[Row], epochs: int, steps_per_epoch: int,
-                 write_metrics: Callable[[], None], *, keep: int = 3,
+                 write_metrics: Callable[[], None], *, stamp: dict[str, Any], keep: int = 3,
                  echo: Callable[[str], None] = print) -> None:
         super().__init__()
-        self.run = run
+        self.run, self.stamp = run, stamp
         self.steps_per_epoch = steps_per_epoch
         self.rows = rows
         self.epochs = epochs
@@ -89,8 +102,8 @@ class RunRecorder(keras.callbacks.Callback):
         write_history_csv(self.rows, self.run.history)
         self.write_metrics()
         self.scalars.write(row)
-        save_model(self.model, self.run.checkpoint((epoch + 1) * self.steps_per_epoch))
-        self.run.prune_checkpoints(self.keep)
+        save_checkpoint(self.run, self.model, (epoch + 1) * self.steps_per_epoch, self.stamp,
+                        self.keep)
         self.echo(format_row(row, self.epochs))
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
@@ -101,14 +114,15 @@ class StepRecorder(keras.callbacks.Callback):
     """Per training step: the batch log (``--log-batches``) and mid-epoch checkpoints.
 
     Step ``n`` (1-based, counted over the whole run) trained stream batch ``n - 1``. A
-    checkpoint is saved after every ``every`` steps except at epoch ends, which
-    `RunRecorder` saves once the epoch's history row is written.
+    checkpoint (stamped with ``stamp``) is saved after every ``every`` steps except at
+    epoch ends, which `RunRecorder` saves once the epoch's history row is written.
     """
 
     def __init__(self, run: RunDir, stream: BatchStream, first_step: int,
-                 steps_per_epoch: int, every: int | None, keep: int, log: bool) -> None:
+                 steps_per_epoch: int, every: int | None, keep: int, log: bool, *,
+                 stamp: dict[str, Any]) -> None:
         super().__init__()
-        self.run, self.stream = run, stream
+        self.run, self.stream, self.stamp = run, stream, stamp
         self.step = first_step
         self.steps_per_epoch, self.every, self.keep = steps_per_epoch, every, keep
         self.log = open(run.batch_log, "a", encoding="utf-8") if log else None  # noqa: SIM115
@@ -123,8 +137,7 @@ class StepRecorder(keras.callbacks.Callback):
         else:
             self.stream.forget_ids(index + 1)
         if self.every and self.step % self.every == 0 and self.step % self.steps_per_epoch:
-            save_model(self.model, self.run.checkpoint(self.step))
-            self.run.prune_checkpoints(self.keep)
+            save_checkpoint(self.run, self.model, self.step, self.stamp, self.keep)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self.log is not None:

@@ -26,7 +26,13 @@ from seqdata.cli_common import (
 )
 from seqdata.errors import SeqdataError
 from seqdata.read.config import DEFAULT_BATCH_SIZE, DEFAULT_SHUFFLE_BLOCK
-from trainer.defaults import DEFAULT_EPOCHS, EVAL_BATCH_SIZE
+from trainer.defaults import (
+    DEFAULT_EPOCHS,
+    EVAL_BATCH_SIZE,
+    MAX_INPUT_VALUES,
+    MAX_LSTM_LAYERS,
+    MAX_LSTM_UNITS,
+)
 from trainer.errors import InputFileError, TrainerError
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -37,7 +43,7 @@ PRESETS: dict[str, dict[str, Any]] = {
              "learning_rate": 1e-3},
 }
 
-PREDICT_HELP = """\
+PREDICT_HELP = f"""\
 Writes per-timestep probabilities of class 1 (label 1: the lag sum exceeds the
 threshold) as a float32 .npy file. The 2-way model output is normalized the way
 categorical cross-entropy reads it: p1 = out[..., 1] / (out[..., 0] + out[..., 1]).
@@ -47,8 +53,22 @@ categorical cross-entropy reads it: p1 = out[..., 1] / (out[..., 0] + out[..., 1
   --input a seqdata dataset directory           -> output shape (N, max length): row i is
         the sequence with the i-th smallest id; steps past its length are NaN.
 
-Any length L >= 1 works, longer than seen in training included. .npy files are loaded
-with allow_pickle=False."""
+Any length L >= 1 works, longer than seen in training included. A .npy file must hold
+finite real numbers (int or float; no NaN, inf or complex values), at most
+{MAX_INPUT_VALUES:,} of them, and exactly the bytes its header declares; it is checked
+before anything is loaded, and never unpickled."""
+
+
+def lstm_units(text: str) -> tuple[int, ...]:
+    """An argument type: 1 to MAX_LSTM_LAYERS layer sizes, each 1 to MAX_LSTM_UNITS."""
+    values = int_list(1)(text)
+    if len(values) > MAX_LSTM_LAYERS:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_LSTM_LAYERS} layer sizes, "
+                                         f"got {len(values)}")
+    if max(values) > MAX_LSTM_UNITS:
+        raise argparse.ArgumentTypeError(f"expected layer sizes in 1..{MAX_LSTM_UNITS}, got "
+                                         f"{text!r}")
+    return values
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -93,8 +113,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="seed of batch order and initial weights (default 0)")
     p.add_argument("--learning-rate", type=positive_float, metavar="LR",
                    help="Adam learning rate (default 0.001)")
-    p.add_argument("--lstm-units", type=int_list(1), metavar="U1,U2,...",
-                   help="sizes of the stacked LSTM layers (default 32,8)")
+    p.add_argument("--lstm-units", type=lstm_units, metavar="U1,U2,...",
+                   help=f"sizes of the stacked LSTM layers (default 32,8; at most "
+                        f"{MAX_LSTM_LAYERS} layers of at most {MAX_LSTM_UNITS} units)")
     p.add_argument("--output-activation", choices=("sigmoid", "softmax"),
                    help="activation of the final Dense(2) (default sigmoid)")
     p.add_argument("--checkpoint-every", type=bounded_int(1), metavar="N",
@@ -157,7 +178,7 @@ def open_data(option: str, path: Path) -> Any:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from trainer.run_dir import RunDir
+    from trainer.run_dir import RunDir, describe_data
 
     RunDir(args.out).check(resume=args.resume, overwrite=args.overwrite)
     data = open_data("--data", args.data)
@@ -167,14 +188,19 @@ def run_train(args: argparse.Namespace) -> int:
     if validation is not None and validation.spec.num_features != features:
         raise TrainerError(f"--validation-data has {validation.spec.num_features} features a "
                            f"timestep, expected {features} like --data")
+    paths = {"train": str(args.data.resolve()),
+             "validation": None if validation is None else str(args.validation_data.resolve())}
+    if args.resume:  # before TensorFlow loads; `train` checks it again for library callers
+        RunDir(args.out).check_same_data(
+            describe_data(paths, data, validation),
+            {"train": f"--data {args.data}", "validation": f"--validation-data "
+                                                            f"{args.validation_data}"})
     from seqdata.tf import import_tensorflow
 
     import_tensorflow()
     from trainer.train import train
 
     config = train_config(args)
-    paths = {"train": str(args.data.resolve()),
-             "validation": None if validation is None else str(args.validation_data.resolve())}
     result = train(args.out, config, data, num_features=features, validation=validation,
                    data=paths, resume=args.resume, overwrite=args.overwrite,
                    verbose=0 if args.quiet else ("auto" if sys.stdout.isatty() else 2))
@@ -210,8 +236,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     check_features(model, "--data", data.spec.num_features)
     from seqdata.read.config import BatchConfig
     from trainer.inference import evaluate
+    from trainer.model import out_of_memory_is_an_error
 
-    result = evaluate(model, data, BatchConfig(mode="padded", batch_size=args.batch_size))
+    with out_of_memory_is_an_error("evaluating"):
+        result = evaluate(model, data, BatchConfig(mode="padded", batch_size=args.batch_size))
     if args.json:
         print(json.dumps({**result, "model": str(args.model), "data": str(args.data)}))
     else:
@@ -222,17 +250,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def load_npy_input(path: Path) -> np.ndarray:
-    """A float32 (L, F) or (B, L, F) array from a .npy file, checked."""
-    try:
-        x = np.load(path, allow_pickle=False)
-    except ValueError as exc:  # pickled object arrays, or not a .npy at all
-        raise InputFileError(f"--input {path} is not a plain .npy array ({exc})") from exc
-    if not isinstance(x, np.ndarray):
-        raise InputFileError(f"--input {path} is an .npz archive, expected one .npy array")
-    if x.ndim not in (2, 3) or not np.issubdtype(x.dtype, np.number) or 0 in x.shape:
-        raise InputFileError(f"--input {path} holds {x.dtype} of shape {x.shape}, expected "
-                             "float (L, F) or (B, L, F) with L, F >= 1")
-    return x.astype(np.float32, copy=False)
+    """A checked (L, F) or (B, L, F) array of finite real numbers, mapped from a .npy file
+    (`trainer.inputs.load_npy`)."""
+    from trainer.inputs import load_npy
+
+    return load_npy(path, f"--input {path}")
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -252,9 +274,11 @@ def run_predict(args: argparse.Namespace) -> int:
                    source.spec.num_features if source is not None else x.shape[-1])
     from seqdata.store.atomic import atomic_output
     from trainer.inference import predict_array, predict_dataset
+    from trainer.model import out_of_memory_is_an_error
 
-    probs = (predict_dataset(model, source, args.batch_size) if source is not None
-             else predict_array(model, x, args.batch_size))
+    with out_of_memory_is_an_error("predicting"):
+        probs = (predict_dataset(model, source, args.batch_size) if source is not None
+                 else predict_array(model, x, args.batch_size))
     with atomic_output(args.output) as tmp, open(tmp, "wb") as handle:
         np.save(handle, probs, allow_pickle=False)
     print(f"wrote probabilities of class 1, {probs.dtype} {probs.shape}, to {args.output}")

@@ -9,6 +9,8 @@ from seqdata.read.config import BatchConfig
 from seqdata.read.stream import BatchSource, BatchStream
 from seqdata.tf import keras_batches, to_tf_dataset
 from trainer.defaults import EVAL_BATCH_SIZE
+from trainer.errors import InputFileError
+from trainer.inputs import as_float32, check_values
 from trainer.model import (
     MASKED_ACCURACY,
     MASKED_LOSS,
@@ -46,14 +48,19 @@ def predict_array(model: keras.Model, x: np.ndarray,
     """Probability of class 1 for each timestep of equal-length sequences.
 
     Args:
-        x: float (L, F) for one sequence or (B, L, F); any L >= 1.
+        x: real numbers (L, F) for one sequence or (B, L, F); any L >= 1. Each value must
+            be finite as float32.
 
     Returns:
         float32 (L,) or (B, L).
+
+    Raises:
+        InputFileError: ``x`` holds complex, non-numeric or non-finite values.
     """
+    check_values("x", x)  # before the first batch: all of it or nothing is predicted
     single = x.ndim == 2
     batch = x[None] if single else x
-    parts = [_predict_batch(model, batch[i:i + batch_size])
+    parts = [_predict_batch(model, as_float32("x", batch[i:i + batch_size]))
              for i in range(0, len(batch), batch_size)]
     out = (np.concatenate(parts) if parts
            else np.zeros(batch.shape[:2], np.float32))
@@ -67,9 +74,13 @@ def predict_dataset(model: keras.Model, source: BatchSource,
     Returns:
         float32 (N, max_length): row ``i`` is the sequence with the i-th smallest id;
         steps past a sequence's length are NaN.
+
+    Raises:
+        InputFileError: a sequence holds a value that is not finite.
     """
     options = BatchConfig(mode="padded", batch_size=batch_size)
-    parts = [(b.ids, np.where(b.mask, _predict_batch(model, b.x), np.float32(np.nan)))
+    parts = [(b.ids, np.where(b.mask, _predict_batch(model, _finite_batch(b.x, b.ids)),
+                              np.float32(np.nan)))
              for b in source.batches(options)]
     ids = np.concatenate([i for i, _ in parts]) if parts else np.zeros(0, np.int64)
     row_of = np.empty(len(ids), np.int64)
@@ -81,6 +92,17 @@ def predict_dataset(model: keras.Model, source: BatchSource,
         out[row_of[start:start + len(batch_ids)], :probs.shape[1]] = probs
         start += len(batch_ids)
     return out
+
+
+def _finite_batch(x: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """A dataset's batch as float32, refused (naming the sequence) if not finite."""
+    x = np.asarray(x, dtype=np.float32)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row, step, _ = np.argwhere(bad)[0]
+        raise InputFileError(f"the dataset's sequence {int(ids[row])} holds {x[bad][0]} at "
+                             f"step {int(step)}, expected finite real numbers")
+    return x
 
 
 def _predict_batch(model: keras.Model, x: np.ndarray) -> np.ndarray:

@@ -8,8 +8,10 @@ time axis; a 3-D ``Dense`` is the same layer).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,8 @@ import numpy as np
 from seqdata.checks import check_choice, check_int, check_number
 from seqdata.store.atomic import atomic_output
 from seqdata.tf import NUM_CLASSES
-from trainer.errors import ConfigError, ModelFileError
+from trainer.defaults import MAX_LSTM_LAYERS, MAX_LSTM_UNITS
+from trainer.errors import ConfigError, ModelFileError, TrainerError
 from trainer.losses import MaskedCrossentropy
 from trainer.metrics import MaskedAccuracy, MaskedLoss
 
@@ -34,7 +37,9 @@ class ModelConfig:
     """Layer sizes, output activation and optimizer settings of the model.
 
     Args:
-        lstm_units: units of each stacked LSTM layer, input side first.
+        lstm_units: units of each stacked LSTM layer, input side first: 1 to
+            ``MAX_LSTM_LAYERS`` (16) layers of 1 to ``MAX_LSTM_UNITS`` (4096) units
+            (`trainer.defaults` says why).
         output_activation: activation of the final ``Dense(2)``.
         learning_rate: Adam's learning rate.
 
@@ -47,11 +52,13 @@ class ModelConfig:
     learning_rate: float = 1e-3
 
     def __post_init__(self) -> None:
+        if not isinstance(self.lstm_units, tuple | list):
+            raise ConfigError(f"lstm_units must be a tuple of layer sizes, got "
+                              f"{self.lstm_units!r}")
         units = tuple(self.lstm_units)
-        if not units:
-            raise ConfigError("lstm_units must hold one or more layer sizes, got none")
+        check_int("len(lstm_units)", len(units), 1, MAX_LSTM_LAYERS, error=ConfigError)
         for i, u in enumerate(units):
-            check_int(f"lstm_units[{i}]", u, 1, error=ConfigError)
+            check_int(f"lstm_units[{i}]", u, 1, MAX_LSTM_UNITS, error=ConfigError)
         object.__setattr__(self, "lstm_units", units)
         check_choice("output_activation", self.output_activation, OUTPUT_ACTIVATIONS,
                      error=ConfigError)
@@ -92,6 +99,51 @@ def build_model(num_features: int, config: ModelConfig | None = None) -> keras.M
     outputs = keras.layers.Dense(NUM_CLASSES, activation=config.output_activation,
                                  name="classes")(hidden)
     return keras.Model(inputs, outputs, name="stacked_lstm")
+
+
+def architecture(num_features: int, config: ModelConfig) -> str:
+    """The layers ``build_model(num_features, config)`` makes, in words.
+
+    >>> architecture(5, ModelConfig())
+    'LSTM(32) -> LSTM(8) -> Dense(2, sigmoid) over 5 features'
+    """
+    layers = [f"LSTM({u})" for u in config.lstm_units]
+    layers.append(f"Dense({NUM_CLASSES}, {config.output_activation})")
+    return f"{' -> '.join(layers)} over {num_features} features"
+
+
+def architecture_of(model: keras.Model) -> str:
+    """The layers of a loaded model, in the words of `architecture`."""
+    layers = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        name = type(layer).__name__
+        if isinstance(layer, keras.layers.LSTM):
+            name = f"LSTM({layer.units})"
+        elif isinstance(layer, keras.layers.Dense):
+            activation = getattr(layer.activation, "__name__", layer.activation)
+            name = f"Dense({layer.units}, {activation})"
+        layers.append(name)
+    return f"{' -> '.join(layers)} over {num_features_of(model)} features"
+
+
+@contextlib.contextmanager
+def out_of_memory_is_an_error(what: str) -> Iterator[None]:
+    """Turn running out of memory inside the block into one `TrainerError` line.
+
+    TensorFlow raises ``ResourceExhaustedError`` (a long multi-line message) when a
+    tensor cannot be allocated, numpy raises ``MemoryError``; ``what`` names the task.
+    """
+    import tensorflow as tf
+
+    try:
+        yield
+    except (tf.errors.ResourceExhaustedError, MemoryError) as exc:
+        detail = str(getattr(exc, "message", exc) or type(exc).__name__).strip()
+        detail = detail.splitlines()[0] if detail else type(exc).__name__
+        raise TrainerError(f"out of memory {what} ({detail[:200]}); use smaller batches "
+                           "or a smaller model") from exc
 
 
 def compile_model(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,8 +22,17 @@ from seqdata.tf import keras_batches, to_tf_dataset
 from trainer.callbacks import EpochStats, RunRecorder, StepRecorder, truncate_batch_log
 from trainer.errors import ConfigError, ModelFileError, RunDirError, TrainerError
 from trainer.history import Row, plot_curves, read_history_csv
-from trainer.model import ModelConfig, build_model, compile_model, load_model, save_model
-from trainer.run_dir import RunDir
+from trainer.model import (
+    ModelConfig,
+    architecture,
+    architecture_of,
+    build_model,
+    compile_model,
+    load_model,
+    out_of_memory_is_an_error,
+    save_model,
+)
+from trainer.run_dir import CHECKSUM_KEYS, RunDir, describe_data
 
 RESUMABLE_KEYS_IGNORED = ("epochs", "checkpoint_every", "checkpoints_kept")
 
@@ -92,12 +102,15 @@ def validation_options(batching: BatchConfig) -> BatchConfig:
 
 def _check_resumable(saved: dict[str, Any], config: TrainConfig, data: dict[str, Any],
                      run: RunDir) -> None:
-    new = {"train": config.to_dict(), "data": data}
+    new = {"train": config.to_dict(), "data": dict(data)}
     old = {"train": saved.get("train"), "data": saved.get("data")}
     for key in RESUMABLE_KEYS_IGNORED:
         for cfg in (new["train"], old["train"]):
             if isinstance(cfg, dict):
                 cfg.pop(key, None)
+    for key in CHECKSUM_KEYS.values():  # a run from before checksums were recorded
+        if not isinstance(old["data"], dict) or key not in old["data"]:
+            new["data"].pop(key, None)
     if new != old:
         diff = _differences(old, new)
         raise RunDirError(f"cannot resume {run.root}: options differ from its config.json "
@@ -112,10 +125,38 @@ def _differences(old: Any, new: Any, prefix: str = "") -> str:
     return f"{prefix.rstrip('.')}: was {old!r}, now {new!r}"
 
 
-def _load_latest_checkpoint(run: RunDir) -> tuple[int, keras.Model] | None:
-    """The newest checkpoint that loads; a damaged one falls back to the one before it."""
+def _check_stamp(run: RunDir, step: int, path: Path, run_id: str | None) -> None:
+    """Refuse a checkpoint that this run did not write, by its stamp."""
+    refuse = f"cannot resume {run.root}: checkpoint {path}"
+    move = (f"; move it out of {run.checkpoints} to resume from the checkpoint before it, "
+            "or start a new run")
+    try:
+        stamp = run.read_stamp(step)
+    except RunDirError as exc:
+        raise RunDirError(f"{refuse} has a stamp that cannot be read ({exc}){move}") from exc
+    if stamp is None:
+        if run_id is None:
+            return  # a run from before stamps: only the architecture can be checked
+        raise RunDirError(f"{refuse} has no stamp {run.stamp(step).name}, so this run did "
+                          f"not write it{move}")
+    owner, at = stamp.get("run_id"), stamp.get("step")
+    if owner != run_id or at != step:
+        raise RunDirError(f"{refuse} was written by another run (its stamp says run "
+                          f"{owner!r}, step {at!r}; this is run {run_id!r}, step {step}){move}")
+
+
+def _load_latest_checkpoint(run: RunDir, run_id: str | None,
+                            expected: str) -> tuple[int, keras.Model] | None:
+    """The newest checkpoint that loads; a damaged one falls back to the one before it.
+
+    A checkpoint that loads but is not this run's (its stamp is missing or names another
+    run or step) or holds another model than ``expected`` is refused, not skipped: it
+    would otherwise stay the newest, outlive this run's own checkpoints when they are
+    pruned, and be met again on every resume.
+    """
     damaged = []
-    for epoch, path in reversed(run.saved_checkpoints()):
+    for step, path in reversed(run.saved_checkpoints()):
+        _check_stamp(run, step, path, run_id)
         try:
             model = load_model(path, compile=True)
         except ModelFileError as exc:
@@ -123,7 +164,13 @@ def _load_latest_checkpoint(run: RunDir) -> tuple[int, keras.Model] | None:
             print(f"trainer train: warning: {exc}; falling back to an earlier checkpoint",
                   file=sys.stderr)
             continue
-        return epoch, model
+        found = architecture_of(model)
+        if found != expected:
+            raise RunDirError(f"cannot resume {run.root}: checkpoint {path} holds {found}, "
+                              f"but the run's model is {expected}; move it out of "
+                              f"{run.checkpoints} to resume from the checkpoint before it, "
+                              "or start a new run")
+        return step, model
     if damaged:
         raise RunDirError(f"cannot resume {run.root}: every checkpoint is damaged "
                           f"({', '.join(damaged)})")
@@ -147,7 +194,12 @@ def train(run_root: str | os.PathLike[str], config: TrainConfig, source: BatchSo
         num_features: F of the data.
         validation: optional held-out data, evaluated after each epoch.
         data: a JSON-ready description of the data (paths), recorded and checked on resume.
-        resume: continue a run from its latest checkpoint (same options; epochs may grow).
+            The manifest checksums of ``source`` and ``validation`` (`seqdata.Dataset`
+            has one) are added as ``train_checksum`` and ``validation_checksum``.
+        resume: continue a run from its latest checkpoint (same options and data; epochs
+            may grow). The data must have the manifest checksums the run recorded (a run
+            from before they were recorded is resumed without that check); the checkpoint
+            must carry this run's stamp and hold its model.
         overwrite: delete a previous run's artifacts first.
         verbose: Keras progress output (0, 1, 2 or "auto").
         echo: where to print the per-epoch summary lines.
@@ -155,16 +207,21 @@ def train(run_root: str | os.PathLike[str], config: TrainConfig, source: BatchSo
     run = RunDir(Path(run_root))
     existed, fresh = run.root.exists(), run.is_empty() or overwrite
     run.prepare(resume=resume, overwrite=overwrite)
-    state = TrainingRun(run, config, source, validation, num_features, dict(data or {}),
-                        verbose, echo)
+    state = TrainingRun(run, config, source, validation, num_features,
+                        describe_data(data, source, validation), verbose, echo)
     try:
-        return state.train(resume)
+        with out_of_memory_is_an_error(f"training {architecture(num_features, config.model)}"):
+            return state.train(resume)
     except BaseException:
         if fresh and not state.rows:
             run.clear()
             if not existed:
                 run.root.rmdir()
         raise
+
+
+def _label(argument: str, path: Any) -> str:
+    return f"{argument} ({path})" if path else argument
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -178,6 +235,8 @@ class TrainingRun:
 
     ``rows`` holds the history of every complete epoch (resumed ones included) and grows
     as epochs end; ``steps`` is the number of steps an epoch has, known once the data is.
+    ``run_id`` names the run in config.json and in every checkpoint's stamp (None for a
+    run from before run ids were recorded).
     """
 
     run: RunDir
@@ -191,12 +250,23 @@ class TrainingRun:
     rows: list[Row] = field(default_factory=list)
     steps: int = 0
     model: keras.Model | None = None
+    run_id: str | None = None
 
     def train(self, resume: bool) -> TrainResult:
         """Check, restore (with ``resume``), fit the remaining epochs, save the model."""
         config, run = self.config, self.run
         if resume and run.config.is_file():
-            _check_resumable(run.read_config(), config, self.data, run)
+            saved = run.read_config()
+            run.check_same_data(self.data, {part: _label(arg, self.data.get(part)) for part, arg
+                                            in (("train", "source"),
+                                                ("validation", "validation"))})
+            _check_resumable(saved, config, self.data, run)
+            self.run_id = saved.get("run_id")
+            if not isinstance(self.run_id, str | None):
+                raise RunDirError(f"{run.config} holds run_id {self.run_id!r}, expected a "
+                                  "string")
+        else:
+            self.run_id = uuid.uuid4().hex
         per_pass = BatchStream(self.source, config.batching).epoch_size(config.batching.epoch)
         if per_pass < 1:
             raise NoBatchesError(config.batching.epoch, config.batching)
@@ -210,7 +280,8 @@ class TrainingRun:
         if done > config.epochs * self.steps:
             raise RunDirError(f"cannot resume {run.root} to {config.epochs} epochs: it has "
                               f"{epoch} already (give epochs={epoch} or more)")
-        write_json(run.config, {"train": config.to_dict(), "data": self.data})
+        write_json(run.config, {"train": config.to_dict(), "data": self.data,
+                                "run_id": self.run_id})
         truncate_batch_log(run.batch_log, done)
         if into:
             self.echo(f"resuming {run.root} at step {done}: step {into + 1} of {self.steps} "
@@ -232,7 +303,7 @@ class TrainingRun:
 
     def _restore(self) -> int:
         """Load the latest checkpoint and the history it has; the steps it trained."""
-        loaded = _load_latest_checkpoint(self.run)
+        loaded = _load_latest_checkpoint(self.run, self.run_id, self.architecture)
         if loaded is None:
             return 0
         done, self.model = loaded
@@ -240,6 +311,11 @@ class TrainingRun:
         self.rows[:] = [row for row in read_history_csv(self.run.history)
                         if row.get("epoch", 0) <= done // self.steps]
         return done
+
+    @property
+    def architecture(self) -> str:
+        """The run's model, in words (`trainer.model.architecture`)."""
+        return architecture(self.num_features, self.config.model)
 
     def write_metrics(self, complete: bool = False) -> None:
         """metrics.json from the rows so far."""
@@ -249,6 +325,7 @@ class TrainingRun:
             "epochs_completed": int(history[-1]["epoch"]) if history else 0,
             "steps_per_epoch": self.steps, "final": history[-1] if history else {},
             "history": history, "config": self.config.to_dict(), "data": self.data,
+            "run_id": self.run_id,
             "model": run.model.name if complete else None,
             "logs": run.logs.name, "checkpoints": run.checkpoints.name})
 
@@ -260,12 +337,13 @@ class TrainingRun:
         val_stream = (BatchStream(self.validation, validation_options(config.batching),
                                   repeat=False) if self.validation is not None else None)
         last = epoch + 1 if epoch_steps < self.steps else config.epochs
+        stamp = {"run_id": self.run_id, "model": self.architecture}
         # Keras' progress bar goes between: it then shows the stats, and the summary follows.
         callbacks = [EpochStats(stream, self.steps), keras.callbacks.ProgbarLogger(),
                      RunRecorder(run, self.rows, config.epochs, self.steps, self.write_metrics,
-                                 keep=config.checkpoints_kept, echo=self.echo),
+                                 stamp=stamp, keep=config.checkpoints_kept, echo=self.echo),
                      StepRecorder(run, stream, first_step, self.steps, config.checkpoint_every,
-                                  config.checkpoints_kept, config.log_batches)]
+                                  config.checkpoints_kept, config.log_batches, stamp=stamp)]
         validation_data = None if val_stream is None else to_tf_dataset(
             keras_batches(val_stream), self.num_features,
             val_stream.epoch_size(val_stream.config.epoch))

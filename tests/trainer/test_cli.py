@@ -69,7 +69,8 @@ def test_train_bucketed_writes_the_run(bucketed_run):
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     steps = json.loads((run / "metrics.json").read_text())["steps_per_epoch"]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
-        f"step-{steps:08d}.keras", f"step-{2 * steps:08d}.keras"]  # one per epoch
+        f"step-{steps:08d}.json", f"step-{steps:08d}.keras",  # one per epoch, stamped
+        f"step-{2 * steps:08d}.json", f"step-{2 * steps:08d}.keras"]
     assert list((run / "logs" / "train").glob("events.out.tfevents.*"))
     assert list((run / "logs" / "validation").glob("events.out.tfevents.*"))
     assert not [p for p in run.rglob("*") if ".tmp" in p.name]
@@ -177,7 +178,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(datasets, tmp_pa
     run, straight = tmp_path / "run", tmp_path / "straight"
     code, _, err = trainer("train", *common, "--out", run, "--epochs", "2")
     assert code == 0, err
-    checkpoints = sorted((run / "checkpoints").iterdir())
+    checkpoints = sorted((run / "checkpoints").glob("*.keras"))
     assert len(checkpoints) == 2
     latest = checkpoints[-1]
     latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])

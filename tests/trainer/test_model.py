@@ -51,7 +51,10 @@ def test_layer_sizes_activation_and_learning_rate_are_configurable():
 
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"lstm_units": ()}, "lstm_units"),
-    ({"lstm_units": (32, 0)}, r"lstm_units\[1\] must be an integer >= 1, got 0"),
+    ({"lstm_units": (32, 0)}, r"lstm_units\[1\] must be an integer in 1..4096, got 0"),
+    ({"lstm_units": (40000,)}, r"lstm_units\[0\] must be an integer in 1..4096, got 40000"),
+    ({"lstm_units": (8,) * 17}, r"len\(lstm_units\) must be an integer in 1..16, got 17"),
+    ({"lstm_units": 32}, "lstm_units must be a tuple of layer sizes, got 32"),
     ({"output_activation": "relu"}, "output_activation must be one of sigmoid, softmax"),
     ({"learning_rate": 0.0}, "learning_rate must be a finite positive number, got 0.0"),
     ({"learning_rate": float("nan")}, "learning_rate must be a finite positive"),
