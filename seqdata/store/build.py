@@ -4,7 +4,8 @@ Every chunk is an independent task (generate -> group by bucket -> encode in mem
 hash -> atomic write) that returns its `ShardInfo`, so any executor can run them. Shards
 are renamed into place without waiting for the disk; all of them are fsynced before the
 manifest is written, last: a directory without one is an unfinished build, never a
-wrong dataset.
+wrong dataset. A build holds its directory's lock (`seqdata.store.lock`) from start to
+end, shared with its pool workers, which end when the build's process does.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ import contextlib
 import ctypes
 import hashlib
 import multiprocessing
+import multiprocessing.connection
 import os
 import re
+import shutil
 import signal
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -40,6 +44,7 @@ from seqdata.store.journal import (
     record_shard,
     start_journal,
 )
+from seqdata.store.lock import LOCK_NAME, build_lock, share
 from seqdata.store.manifest import MANIFEST_NAME, Manifest, ShardInfo, read_manifest, write_manifest
 from seqdata.store.memfile import MemoryFile
 
@@ -78,6 +83,7 @@ class ShardBuffers:
 
 
 _worker_buffers: ShardBuffers | None = None  # set in each pool worker by _init_worker
+_worker_lock: int | None = None  # a pool worker's fd of the build lock, open until it ends
 
 
 def build_shard(spec: LagSumSpec, chunk: int, fmt: str, boundaries: tuple[int, ...],
@@ -120,7 +126,8 @@ def sync_shards(out: Path, shards: Sequence[ShardInfo]) -> None:
 
 def is_build_file(name: str) -> bool:
     """Whether ``name`` is something a seqdata build writes in its directory."""
-    return (name in (MANIFEST_NAME, JOURNAL_NAME) or SHARD_PATTERN.fullmatch(name) is not None
+    return (name in (MANIFEST_NAME, JOURNAL_NAME, LOCK_NAME)
+            or SHARD_PATTERN.fullmatch(name) is not None
             or TMP_PATTERN.fullmatch(name) is not None)
 
 
@@ -130,8 +137,8 @@ def remove_temporary_files(out: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def prepare_output(out: Path, overwrite: bool) -> None:
-    """Make ``out`` an empty directory, refusing to replace anything but a seqdata dataset."""
+def output_entries(out: Path) -> list[str]:
+    """Make ``out`` a writable directory; the names in it, its build lock aside."""
     if out.exists() and not out.is_dir():
         raise OutputError(f"output {out} exists and is not a directory")
     try:
@@ -140,7 +147,11 @@ def prepare_output(out: Path, overwrite: bool) -> None:
         raise OutputError(f"cannot create output directory {out}: {e.strerror or e}") from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise OutputError(f"output directory {out} is not writable")
-    entries = sorted(p.name for p in out.iterdir())
+    return sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
+
+
+def check_replaceable(out: Path, entries: Sequence[str], overwrite: bool) -> None:
+    """Refuse a non-empty ``out`` unless overwriting, and anything but a seqdata dataset."""
     if not entries:
         return
     if not overwrite:
@@ -150,6 +161,15 @@ def prepare_output(out: Path, overwrite: bool) -> None:
     if foreign:
         raise OutputError(f"output directory {out} holds files that are not part of a seqdata "
                           f"dataset ({', '.join(foreign[:3])}); refusing to overwrite it")
+
+
+def prepare_output(out: Path, overwrite: bool) -> None:
+    """Make ``out`` an empty directory, refusing to replace anything but a seqdata dataset.
+
+    The build lock, if there, stays: the build that calls this holds it.
+    """
+    entries = output_entries(out)
+    check_replaceable(out, entries, overwrite)
     # Manifest first: from here on the directory reads as an unfinished build.
     for name in sorted(entries, key=lambda e: e != MANIFEST_NAME):
         try:
@@ -158,17 +178,45 @@ def prepare_output(out: Path, overwrite: bool) -> None:
             raise OutputError(f"cannot remove {out / name}: {e.strerror or e}") from None
 
 
-def _init_worker() -> None:
-    """Pool worker initializer: buffers to reuse, and on Linux, SIGKILL when the parent
-    dies (no orphan writers)."""
-    global _worker_buffers
+def _init_worker(lock: str | None) -> None:
+    """Pool worker initializer: end with the build's process (first: a worker of a build
+    that has already ended takes no lock and no task), share that build's lock of the
+    directory, and make the buffers to reuse."""
+    global _worker_buffers, _worker_lock
+    _die_with_parent()
+    if lock is not None:
+        _worker_lock = share(Path(lock))
     _worker_buffers = ShardBuffers()
+
+
+def _die_with_parent() -> None:
+    """End this pool worker, by SIGKILL, when the build's process ends.
+
+    A worker is a child of the forkserver, not of the build's process, so
+    PR_SET_PDEATHSIG (Linux) only covers the forkserver's death. The build's process
+    is watched through the write end of this worker's start-up pipe, which only that
+    process holds (`multiprocessing.parent_process().sentinel` reads end-of-file once
+    it is closed), from a thread (safe here: nothing forks a worker). The forkserver
+    then exits by itself, once its last client is gone.
+    """
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    if not parent.is_alive():  # it died before the watch began
+        os.kill(os.getpid(), signal.SIGKILL)
+    threading.Thread(target=_kill_self_when_ready, args=(parent.sentinel,),
+                     name="seqdata-parent-watch", daemon=True).start()
 
 
-def _run_chunks(plan: BuildPlan, chunks: list[int], out: Path,
-                workers: int) -> Iterator[tuple[ShardInfo, np.ndarray]]:
+def _kill_self_when_ready(fd: int) -> None:
+    multiprocessing.connection.wait([fd])
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _run_chunks(plan: BuildPlan, chunks: list[int], out: Path, workers: int,
+                lock: Path | None) -> Iterator[tuple[ShardInfo, np.ndarray]]:
     spec, fmt, boundaries = plan.spec, plan.format, plan.boundaries
     if workers == 1:
         buffers = ShardBuffers()
@@ -177,7 +225,8 @@ def _run_chunks(plan: BuildPlan, chunks: list[int], out: Path,
         return
     context = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                             initializer=_init_worker) as pool:
+                             initializer=_init_worker,
+                             initargs=(None if lock is None else str(lock),)) as pool:
         futures = [pool.submit(build_shard, spec, c, fmt, boundaries, str(out)) for c in chunks]
         try:
             for future in as_completed(futures):
@@ -203,7 +252,8 @@ def build_dataset(out: Path | str, spec: LagSumSpec, fmt: str = "hdf5",
 
     With ``resume``, an interrupted build of the same plan is finished: shards it
     published that still hash right are kept, the rest are built again. The result is
-    byte-identical to an uninterrupted build.
+    byte-identical to an uninterrupted build. Raises OutputError, changing nothing, while
+    another build of ``out`` (or a worker of a killed one) lives.
 
     >>> import tempfile
     >>> m = build_dataset(tempfile.mkdtemp(), LagSumSpec(num_sequences=50), progress=False)
@@ -216,6 +266,18 @@ def build_dataset(out: Path | str, spec: LagSumSpec, fmt: str = "hdf5",
         raise SpecError("give either resume=True or overwrite=True, not both")
     plan = BuildPlan(spec, fmt, resolve_boundaries(spec, boundaries, num_buckets))
     out = Path(out)
+    check_disk_space(out, spec)
+    entries = output_entries(out)
+    if any(not is_build_file(e) for e in entries) and not (resume and _has_build(out)):
+        check_replaceable(out, entries, overwrite or resume)  # refuses, making no lock file
+    with build_lock(out) as lock:
+        return _build(out, plan, workers, overwrite, resume, progress, lock)
+
+
+def _build(out: Path, plan: BuildPlan, workers: int, overwrite: bool, resume: bool,
+           progress: bool, lock: Path | None) -> Manifest:
+    """`build_dataset` once the directory is locked."""
+    spec, fmt = plan.spec, plan.format
     done = _resume(out, plan) if resume and _has_build(out) else {}
     if isinstance(done, Manifest):
         return done
@@ -227,7 +289,8 @@ def build_dataset(out: Path | str, spec: LagSumSpec, fmt: str = "hdf5",
     for info, _ in done.values():
         bar.advance(info.num_sequences, info.num_timesteps)
     results = dict(done)
-    for info, length_counts in _run_chunks(plan, todo, out, min(workers, max(len(todo), 1))):
+    for info, length_counts in _run_chunks(plan, todo, out, min(workers, max(len(todo), 1)),
+                                           lock):
         record_shard(out, info, length_counts)
         results[info.chunk] = (info, length_counts)
         bar.advance(info.num_sequences, info.num_timesteps)
@@ -239,6 +302,33 @@ def build_dataset(out: Path | str, spec: LagSumSpec, fmt: str = "hdf5",
     write_manifest(out, manifest)
     finish_journal(out)
     return manifest
+
+
+def check_disk_space(out: Path, spec: LagSumSpec) -> None:
+    """Refuse, before anything is written, a build that the disk cannot hold.
+
+    What a build needs is estimated from the spec (`LagSumSpec.expected_bytes`, erring
+    high); the dataset files already in ``out`` count as room, since a build either keeps
+    them (resume) or replaces them (overwrite).
+    """
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+        present = sum(p.stat().st_size for p in out.iterdir()
+                      if is_build_file(p.name) and p.is_file()) if out.is_dir() else 0
+    except OSError as e:
+        raise OutputError(f"cannot check the free space for {out}: {e.strerror or e}") from None
+    need = spec.expected_bytes - present
+    if need > free:
+        raise OutputError(f"{spec.num_sequences:,} sequences need about {_size(need)} in "
+                          f"{out}, and only {_size(free)} are free there; free some space or "
+                          f"generate fewer sequences")
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:,.1f} GB" if n >= 1e9 else f"{n / 1e6:,.1f} MB"
 
 
 def _has_build(out: Path) -> bool:

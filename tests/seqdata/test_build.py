@@ -145,3 +145,92 @@ def test_a_dying_worker_is_a_clear_error(tmp_path):
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
     assert "a generation worker for" in last and "__main__" in last and "resume=True" in last
+
+
+def test_a_locked_directory_is_refused_naming_its_holder(tmp_path):
+    import os
+
+    from seqdata.store.lock import build_lock
+
+    out = tmp_path / "ds"
+    build_dataset(out, SMALL_SPEC, progress=False)
+    with build_lock(out):  # as a running build holds it
+        before = snapshot(out)
+        for options in ({}, {"overwrite": True}, {"resume": True}):
+            with pytest.raises(OutputError) as error:
+                build_dataset(out, SMALL_SPEC, progress=False, **options)
+            assert str(error.value) == (f"{out} is being built by process {os.getpid()}; wait "
+                                        f"for it to end or stop it")
+        assert snapshot(out) == before
+    assert snapshot(out) == {k: v for k, v in before.items() if k != ".seqdata-build.lock"}
+
+
+def test_a_stale_lock_file_is_taken_over_and_removed(tmp_path):
+    from seqdata import verify_dataset
+    from seqdata.store.lock import LOCK_NAME
+    from tests.helpers import run_cli
+
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / LOCK_NAME).write_text("999999999\n")  # a killed build's, locked by no one
+    build_dataset(out, SMALL_SPEC, progress=False)  # counts as empty
+    assert not (out / LOCK_NAME).exists()
+    (out / LOCK_NAME).write_text("999999999\n")
+    assert verify_dataset(out).ok  # a dataset reads and verifies with it there
+    assert run_cli("verify", out).returncode == 0
+    assert len(open_dataset(out).read_all()) == SMALL_SPEC.num_sequences
+    build_dataset(out, SMALL_SPEC, "parquet", overwrite=True, workers=2, progress=False)
+    assert LOCK_NAME not in {p.name for p in out.iterdir()}
+
+
+def test_overwrite_keeps_the_lock_its_build_holds(tmp_path):
+    import os
+
+    from seqdata.store.build import is_build_file, prepare_output
+    from seqdata.store.lock import LOCK_NAME, build_lock
+
+    out = tmp_path / "ds"
+    build_dataset(out, SMALL_SPEC, progress=False)
+    assert is_build_file(LOCK_NAME)
+    with build_lock(out) as lock:
+        inode = os.stat(lock).st_ino
+        prepare_output(out, overwrite=True)
+        assert [p.name for p in out.iterdir()] == [LOCK_NAME]
+        assert os.stat(lock).st_ino == inode
+    assert not list(out.iterdir())
+
+
+def test_a_file_system_without_locks_builds_unlocked(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    import seqdata.store.lock
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(seqdata.store.lock.fcntl, "flock", no_locks)
+    build_dataset(tmp_path / "ds", SMALL_SPEC, progress=False)
+    monkeypatch.undo()
+    build_dataset(tmp_path / "locked", SMALL_SPEC, progress=False)
+    assert snapshot(tmp_path / "ds") == snapshot(tmp_path / "locked")  # no lock file left
+
+
+def test_a_lock_file_removed_while_it_is_taken_is_not_trusted(tmp_path, monkeypatch):
+    import seqdata.store.lock as lock
+
+    real, calls = lock._lock, []
+
+    def removed_meanwhile(out, fd):
+        calls.append(fd)
+        if len(calls) == 1:  # as a build that has just finished and unlocked does
+            (out / lock.LOCK_NAME).unlink()
+        return real(out, fd)
+
+    monkeypatch.setattr(lock, "_lock", removed_meanwhile)
+    fd = lock.acquire(tmp_path)
+    try:
+        assert len(calls) == 2 and lock._same_file(fd, tmp_path / lock.LOCK_NAME)
+    finally:
+        lock.release(tmp_path, fd)
+    assert not (tmp_path / lock.LOCK_NAME).exists()

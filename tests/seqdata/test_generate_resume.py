@@ -1,5 +1,6 @@
 """Generation survives kills, full disks and write errors (docs/RELIABILITY.md)."""
 
+import contextlib
 import errno
 import os
 import signal
@@ -144,15 +145,51 @@ def mount_tmpfs(path, size):
     return result.returncode == 0
 
 
-def test_a_full_disk_is_a_clear_error_with_nothing_half_written(tmp_path, monkeypatch):
+def fill(path):
+    """Write zeros into ``path`` until its file system is full."""
+    with contextlib.suppress(OSError), open(path, "wb") as f:
+        while True:
+            f.write(bytes(1 << 20))
+            f.flush()
+
+
+def test_a_too_small_disk_is_refused_up_front(tmp_path, monkeypatch):
     small = tmp_path / "small"
     if mount_tmpfs(small, "1m"):
         try:
             result = run_cli("generate", small / "ds", *ARGS)
-            assert result.returncode == 2
-            assert result.stderr.strip().count("\n") == 0
-            assert "No space left on device" in result.stderr and "Traceback" not in result.stderr
-            names = sorted(p.name for p in (small / "ds").iterdir())
+            assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
+            need = f"{KILL_SPEC.expected_bytes / 1e6:.1f} MB"
+            assert f"24,000 sequences need about {need}" in result.stderr
+            assert "1.0 MB are free" in result.stderr
+            assert not (small / "ds").exists()
+        finally:
+            subprocess.run(["umount", str(small)], check=True)
+    else:  # not allowed to mount here: the same, with a disk that says it is small
+        from seqdata.store import build
+
+        usage = build.shutil.disk_usage(tmp_path)
+        monkeypatch.setattr(build.shutil, "disk_usage", lambda _: usage._replace(free=2**20))
+        with pytest.raises(OutputError, match=r"24,000 sequences need about [\d.]+ MB"):
+            build_dataset(small / "ds", KILL_SPEC, progress=False)
+        assert not (small / "ds").exists()
+
+
+def test_a_full_disk_is_a_clear_error_with_nothing_half_written(tmp_path, monkeypatch):
+    small = tmp_path / "small"
+    # Room for the estimate, then filled by someone else once the build has started.
+    if mount_tmpfs(small, f"{KILL_SPEC.expected_bytes * 11 // 10 // 1024}k"):
+        try:
+            out = small / "ds"
+            proc = start_generate(out)
+            while proc.poll() is None and not (out / JOURNAL_NAME).exists():
+                time.sleep(0.001)
+            fill(small / "filler")
+            stderr = proc.communicate(timeout=120)[1].decode()
+            assert proc.returncode == 2, stderr
+            assert stderr.strip().count("\n") == 0
+            assert "No space left on device" in stderr and "Traceback" not in stderr
+            names = sorted(p.name for p in out.iterdir())
         finally:
             subprocess.run(["umount", str(small)], check=True)
     else:  # not allowed to mount here: inject the same error into the shard writer

@@ -18,6 +18,7 @@ from seqdata import (
     BatchConfig,
     LagSumSpec,
     ManifestError,
+    OutputError,
     ShardError,
     SpecError,
     UniformLengths,
@@ -379,3 +380,30 @@ def test_a_spec_over_the_chunk_limit_in_a_manifest_is_refused(datasets, tmp_path
         open_dataset(path)
     with pytest.raises(SpecError, match="per generation chunk"):
         LagSumSpec(chunk_size=16_777_216)
+
+
+def test_a_build_the_disk_cannot_hold_is_refused_before_writing(tmp_path):
+    done = run_cli("generate", tmp_path / "out", "--num-sequences", "1099511627776",
+                   timeout=60)
+    assert done.returncode == 2
+    assert "1,099,511,627,776 sequences need about" in done.stderr and "GB are free" in \
+        done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_dataset_files_count_as_room(tmp_path, monkeypatch):
+    import shutil as shutil_module
+
+    from seqdata.store import build
+
+    spec = LagSumSpec(num_sequences=300, seed=1, chunk_size=64)
+    build_dataset(tmp_path / "d", spec, progress=False)
+    present = sum(p.stat().st_size for p in (tmp_path / "d").iterdir())
+    usage = shutil_module.disk_usage(tmp_path)
+    # As much free space as the estimate needs beyond the files an overwrite replaces.
+    free = spec.expected_bytes - present + 1
+    monkeypatch.setattr(build.shutil, "disk_usage", lambda _: usage._replace(free=free))
+    build_dataset(tmp_path / "d", spec, overwrite=True, progress=False)
+    with pytest.raises(OutputError, match="sequences need about"):
+        build_dataset(tmp_path / "other", spec, progress=False)
+    assert not (tmp_path / "other").exists()
