@@ -52,6 +52,23 @@ def train(data: Path, run: Path, *extra: str) -> None:
     assert code == 0, err
 
 
+@pytest.fixture(scope="module")
+def two_runs(datasets, tmp_path_factory) -> tuple[Path, Path]:
+    """A run with a checkpoint every step, and another of a smaller model, trained once
+    for the module; tests work on copies."""
+    base = tmp_path_factory.mktemp("runs")
+    train(datasets["hdf5"], base / "run", "--epochs", "1", "--checkpoint-every", "1")
+    train(datasets["hdf5"], base / "other", "--epochs", "1", "--lstm-units", "16,4")
+    return base / "run", base / "other"
+
+
+def copies(runs: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
+    run, other = tmp_path / "run", tmp_path / "other"
+    shutil.copytree(runs[0], run)
+    shutil.copytree(runs[1], other)
+    return run, other
+
+
 def stamps_and_checkpoints(run: Path) -> tuple[list[str], list[str]]:
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
     return ([n.removesuffix(".json") for n in names if n.endswith(".json")],
@@ -113,11 +130,9 @@ def test_resume_refuses_another_dataset_from_the_library(h5_dataset, pq_dataset,
     assert snapshot(tmp_path / "run") == before
 
 
-def test_resume_refuses_a_foreign_checkpoint(datasets, tmp_path):
+def test_resume_refuses_a_foreign_checkpoint(datasets, two_runs, tmp_path):
     data = datasets["hdf5"]
-    run, other = tmp_path / "run", tmp_path / "other"
-    train(data, run, "--epochs", "1", "--checkpoint-every", "1")
-    train(data, other, "--epochs", "1", "--lstm-units", "16,4")
+    run, other = copies(two_runs, tmp_path)
     stamps, checkpoints = stamps_and_checkpoints(run)
     assert stamps == checkpoints == ["step-00000001", "step-00000002"]  # each stamped
     stamp = json.loads((run / "checkpoints" / "step-00000002.json").read_text())
@@ -156,11 +171,10 @@ def test_resume_refuses_a_foreign_checkpoint(datasets, tmp_path):
 
 
 def test_a_run_from_before_checksums_and_stamps_resumes_and_checks_the_model(datasets,
+                                                                             two_runs,
                                                                              tmp_path):
     data = datasets["hdf5"]
-    run, other = tmp_path / "run", tmp_path / "other"
-    train(data, run, "--epochs", "1")
-    train(data, other, "--epochs", "1", "--lstm-units", "16,4")
+    run, other = copies(two_runs, tmp_path)
     # Make it a run as written before this change: no run id, checksums or stamps.
     config = json.loads((run / "config.json").read_text())
     del config["run_id"]
