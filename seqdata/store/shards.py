@@ -83,14 +83,23 @@ def read_shard(root: Path, manifest: Manifest, index: int, buckets: Sequence[int
     return parts
 
 
-def value_range(spec: LagSumSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Per feature, the lowest and the highest value the spec can generate: U[0, 1), and
-    with the seed's leak, feature 0 holds a sum of ``window`` of them."""
-    low = np.zeros(spec.num_features, np.float32)
-    high = np.ones(spec.num_features, np.float32)
-    if spec.seed_compat_leak:
-        high[0] = spec.window
-    return low, high
+def value_range(spec: LagSumSpec) -> tuple[float, float]:
+    """The lowest and the highest value the spec can generate: U[0, 1), and with the
+    seed's leak, feature 0 holds a sum of ``window`` of them."""
+    return 0.0, float(spec.window if spec.seed_compat_leak else 1.0)
+
+
+def in_range(x: np.ndarray, high: float) -> bool:
+    """Whether every value of float32 ``x`` is in [+0.0, ``high``], in one pass.
+
+    The bits of a non-negative float32 read as an unsigned integer grow with its value,
+    and every negative number (sign bit set), infinity and NaN reads as more than
+    ``high``'s bits: one integer max over the flat array tests finiteness and both bounds.
+    """
+    if not x.size:
+        return True
+    flat = np.ascontiguousarray(x).reshape(-1).view(np.uint32)
+    return int(flat.max()) <= int(np.float32(high).view(np.uint32))
 
 
 def content_problems(manifest: Manifest, info: ShardInfo, parts: Sequence[Sequences],
@@ -118,10 +127,7 @@ def content_problems(manifest: Manifest, info: ShardInfo, parts: Sequence[Sequen
                             f"{lows[b]}..{manifest.boundaries[b]}")
         if part.y.max() > 1:
             problems.append(f"bucket {b}: labels other than 0 and 1")
-        # min/max propagate NaN, which then fails both comparisons: one pass finds both.
-        smallest, largest = part.x.min(axis=0), part.x.max(axis=0)
-        if not (np.all(smallest >= low) and np.all(largest <= high)):
-            problems.append(f"bucket {b}: values outside the spec's range "
-                            f"[{low.min()}, {high.max()}] or not finite (min "
-                            f"{smallest.min()}, max {largest.max()})")
+        if not in_range(part.x, high):
+            problems.append(f"bucket {b}: values outside the spec's range [{low}, {high}] "
+                            f"or not finite (min {part.x.min()}, max {part.x.max()})")
     return problems
