@@ -407,3 +407,31 @@ def test_existing_dataset_files_count_as_room(tmp_path, monkeypatch):
     with pytest.raises(OutputError, match="sequences need about"):
         build_dataset(tmp_path / "other", spec, progress=False)
     assert not (tmp_path / "other").exists()
+
+
+def test_journal_lines_of_the_wrong_shape_are_not_trusted(tmp_path):
+    from seqdata.store.journal import JOURNAL_NAME
+
+    spec = LagSumSpec(num_sequences=300, seed=2, chunk_size=64)
+    build_dataset(tmp_path / "clean", spec, progress=False)
+    out = tmp_path / "d"
+    build_dataset(out, spec, progress=False)
+    plan = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").unlink()
+    plan_line = {"plan": {"spec": plan["spec"], "format": "hdf5",
+                          "boundaries": plan["boundaries"]}}
+    lines = [json.dumps(plan_line),
+             json.dumps({"shard": {"path": "shard-00000.h5", "chunk": "zero", "size": [],
+                                   "sha256": 5, "bucket_sequences": 1,
+                                   "bucket_timesteps": None}, "length_counts": "x"}),
+             json.dumps({"shard": {"path": "../../etc/passwd", "chunk": 1, "size": 10,
+                                   "sha256": "0" * 64, "bucket_sequences": [1],
+                                   "bucket_timesteps": [1]}, "length_counts": [1]}),
+             json.dumps([1, 2, 3]), "9" * 5000, "[" * 100_000]
+    (out / JOURNAL_NAME).write_text("\n".join(lines) + "\n")
+    done = run_cli("generate", out, "--num-sequences", "300", "--seed", "2",
+                   "--chunk-size", "64", "--resume", "--quiet", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert verify_dataset(out).ok
+    clean = {p.name: p.read_bytes() for p in (tmp_path / "clean").iterdir()}
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == clean
