@@ -39,3 +39,23 @@ def reseal(path: Path, shard: Path) -> None:
     entry["sha256"], entry["size"] = file_sha256(shard), shard.stat().st_size
     doc["checksum"] = checksum(doc)
     (path / "manifest.json").write_text(json.dumps(doc))
+
+
+def run_trainer(*args: str | os.PathLike) -> tuple[int, str, str]:
+    """``python -m trainer ARGS`` in a real subprocess: (exit status, stdout, stderr)."""
+    result = run_cli(*args, module="trainer")
+    return result.returncode, result.stdout, result.stderr
+
+
+def assert_one_line_error(result: tuple[int, str, str], *needles: str) -> str:
+    """Exit 2, one line on stderr from the trainer naming the problem, no traceback;
+    the line."""
+    code, _, err = result
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("trainer")
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]

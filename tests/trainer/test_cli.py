@@ -12,26 +12,9 @@ import numpy as np
 import pytest
 
 from seqdata import LagSumSpec, UniformLengths, build_dataset
-from tests.helpers import run_cli, snapshot
+from tests.helpers import assert_one_line_error, run_trainer, snapshot
 
 BUCKETED = ("--mode", "bucketed", "--batch-size", "32")
-
-
-def trainer(*args) -> tuple[int, str, str]:
-    result = run_cli(*args, module="trainer")
-    return result.returncode, result.stdout, result.stderr
-
-
-def assert_user_error(result: tuple[int, str, str], *needles: str) -> None:
-    """Exit 2, one line on stderr naming the problem, no traceback."""
-    code, _, err = result
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("trainer")
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def read_history(run: Path) -> list[dict[str, str]]:
@@ -55,7 +38,7 @@ def long_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def bucketed_run(tmp_path_factory, datasets, long_data) -> tuple[Path, tuple[int, str, str]]:
     run = tmp_path_factory.mktemp("runs") / "bucketed"
-    result = trainer("train", "--data", datasets["hdf5"], "--out", run, *BUCKETED,
+    result = run_trainer("train", "--data", datasets["hdf5"], "--out", run, *BUCKETED,
                      "--epochs", "2", "--validation-data", long_data)
     return run, result
 
@@ -90,7 +73,7 @@ def test_train_bucketed_writes_the_run(bucketed_run):
 
 def test_evaluate_prints_masked_loss_and_accuracy(bucketed_run, long_data):
     run, _ = bucketed_run
-    code, out, err = trainer("evaluate", "--model", run / "model.keras", "--data", long_data,
+    code, out, err = run_trainer("evaluate", "--model", run / "model.keras", "--data", long_data,
                              "--json", "--batch-size", "5")
     assert code == 0, err
     result = json.loads(out)
@@ -99,7 +82,7 @@ def test_evaluate_prints_masked_loss_and_accuracy(bucketed_run, long_data):
     val_accuracy = float(read_history(run)[-1]["val_masked_accuracy"])
     assert result["masked_accuracy"] == pytest.approx(val_accuracy, abs=1e-5)
     assert 0 < result["loss"] < 5
-    code, out, err = trainer("evaluate", "--model", run / "model.keras", "--data", long_data)
+    code, out, err = run_trainer("evaluate", "--model", run / "model.keras", "--data", long_data)
     assert code == 0, err
     assert "masked loss" in out and "masked accuracy" in out
 
@@ -109,10 +92,10 @@ def test_predict_npy_of_any_length(bucketed_run, tmp_path):
     x = np.random.default_rng(0).random((3, 300, 5), np.float32)  # longer than trained
     np.save(tmp_path / "many.npy", x)
     np.save(tmp_path / "one.npy", x[1])
-    code, _, err = trainer("predict", "--model", run / "model.keras", "--input",
+    code, _, err = run_trainer("predict", "--model", run / "model.keras", "--input",
                            tmp_path / "many.npy", "--output", tmp_path / "many_p.npy")
     assert code == 0, err
-    code, _, err = trainer("predict", "--model", run / "model.keras", "--input",
+    code, _, err = run_trainer("predict", "--model", run / "model.keras", "--input",
                            tmp_path / "one.npy", "--output", tmp_path / "one_p.npy")
     assert code == 0, err
     many, one = np.load(tmp_path / "many_p.npy"), np.load(tmp_path / "one_p.npy")
@@ -124,7 +107,7 @@ def test_predict_npy_of_any_length(bucketed_run, tmp_path):
 def test_predict_a_dataset_pads_with_nan(bucketed_run, datasets, tmp_path):
     run, _ = bucketed_run
     out = tmp_path / "p.npy"
-    code, _, err = trainer("predict", "--model", run / "model.keras", "--input",
+    code, _, err = run_trainer("predict", "--model", run / "model.keras", "--input",
                            datasets["parquet"], "--output", out, "--batch-size", "64")
     assert code == 0, err
     probs = np.load(out)
@@ -140,7 +123,7 @@ def test_predict_a_dataset_pads_with_nan(bucketed_run, datasets, tmp_path):
 
 def test_train_padded_with_a_timestep_budget(datasets, tmp_path):
     run = tmp_path / "run"
-    code, _, err = trainer("train", "--data", datasets["parquet"], "--out", run, "--mode",
+    code, _, err = run_trainer("train", "--data", datasets["parquet"], "--out", run, "--mode",
                            "padded", "--max-timesteps", "3000", "--epochs", "1", "--quiet")
     assert code == 0, err
     config = json.loads((run / "config.json").read_text())["train"]["batching"]
@@ -154,11 +137,11 @@ def test_resume_continues_exactly_and_cycles_past_one_pass(datasets, tmp_path):
     data = ("--data", datasets["hdf5"], *BUCKETED, "--quiet")
     common = (*data, "--steps-per-epoch", "20")
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    code, _, err = trainer("train", *common, "--out", straight, "--epochs", "2")
+    code, _, err = run_trainer("train", *common, "--out", straight, "--epochs", "2")
     assert code == 0, err
-    code, _, err = trainer("train", *common, "--out", resumed, "--epochs", "1")
+    code, _, err = run_trainer("train", *common, "--out", resumed, "--epochs", "1")
     assert code == 0, err
-    code, out, err = trainer("train", *common, "--out", resumed, "--epochs", "2", "--resume")
+    code, out, err = run_trainer("train", *common, "--out", resumed, "--epochs", "2", "--resume")
     assert code == 0, err
     assert "resuming" in out and "after epoch 1" in out
     assert [r["loss"] for r in read_history(resumed)] == [r["loss"]
@@ -168,7 +151,7 @@ def test_resume_continues_exactly_and_cycles_past_one_pass(datasets, tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     # Different options cannot resume the run.
     before = snapshot(resumed)
-    assert_user_error(trainer("train", *data, "--steps-per-epoch", "7", "--out",
+    assert_one_line_error(run_trainer("train", *data, "--steps-per-epoch", "7", "--out",
                               resumed, "--epochs", "3", "--resume"), "steps_per_epoch")
     assert snapshot(resumed) == before
 
@@ -176,19 +159,19 @@ def test_resume_continues_exactly_and_cycles_past_one_pass(datasets, tmp_path):
 def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(datasets, tmp_path):
     common = ("--data", datasets["hdf5"], *BUCKETED, "--quiet", "--steps-per-epoch", "3")
     run, straight = tmp_path / "run", tmp_path / "straight"
-    code, _, err = trainer("train", *common, "--out", run, "--epochs", "2")
+    code, _, err = run_trainer("train", *common, "--out", run, "--epochs", "2")
     assert code == 0, err
     checkpoints = sorted((run / "checkpoints").glob("*.keras"))
     assert len(checkpoints) == 2
     latest = checkpoints[-1]
     latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
-    code, out, err = trainer("train", *common, "--out", run, "--epochs", "3", "--resume")
+    code, out, err = run_trainer("train", *common, "--out", run, "--epochs", "3", "--resume")
     assert code == 0, err
     assert "warning" in err and latest.name in err and "falling back" in err
     assert "after epoch 1" in out
     assert [int(r["epoch"]) for r in read_history(run)] == [1, 2, 3]
     # Epochs 2 and 3 were trained again from epoch 1's weights: the same as straight through.
-    code, _, err = trainer("train", *common, "--out", straight, "--epochs", "3")
+    code, _, err = run_trainer("train", *common, "--out", straight, "--epochs", "3")
     assert code == 0, err
     for a, b in zip(weights(straight / "model.keras"), weights(run / "model.keras"),
                     strict=True):
@@ -198,10 +181,10 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(datasets, tmp_pa
 def test_preset_seed_trains_like_the_seed(datasets, tmp_path):
     run = tmp_path / "run"
     # Too few sequences of each length for the seed's 1000: a clear error, nothing written.
-    assert_user_error(trainer("train", "--preset", "seed", "--data", datasets["hdf5"],
+    assert_one_line_error(run_trainer("train", "--preset", "seed", "--data", datasets["hdf5"],
                               "--out", run), "no batches", "drop_remainder")
     assert not run.exists()
-    code, _, err = trainer("train", "--preset", "seed", "--data", datasets["hdf5"], "--out",
+    code, _, err = run_trainer("train", "--preset", "seed", "--data", datasets["hdf5"], "--out",
                            run, "--batch-size", "2", "--epochs", "1", "--steps-per-epoch", "3")
     assert code == 0, err
     train = json.loads((run / "config.json").read_text())["train"]
@@ -219,7 +202,7 @@ def test_preset_seed_trains_like_the_seed(datasets, tmp_path):
 def test_refuses_a_non_empty_run_directory(bucketed_run, datasets):
     run, _ = bucketed_run
     before = snapshot(run)
-    assert_user_error(trainer("train", "--data", datasets["hdf5"], "--out", run),
+    assert_one_line_error(run_trainer("train", "--data", datasets["hdf5"], "--out", run),
                       str(run), "not empty", "--resume", "--overwrite")
     assert snapshot(run) == before
 
@@ -229,7 +212,7 @@ def test_overwrite_replaces_a_run(datasets, tmp_path):
     run.mkdir()
     (run / "history.csv").write_text("stale")
     (run / "notes.txt").write_text("mine")
-    code, _, err = trainer("train", "--data", datasets["hdf5"], "--out", run, *BUCKETED,
+    code, _, err = run_trainer("train", "--data", datasets["hdf5"], "--out", run, *BUCKETED,
                            "--epochs", "1", "--overwrite", "--quiet")
     assert code == 0, err
     assert len(read_history(run)) == 1 and (run / "notes.txt").read_text() == "mine"
@@ -239,16 +222,16 @@ def test_bad_model_files_and_inputs_are_one_line_errors(bucketed_run, datasets, 
     run, _ = bucketed_run
     bad = tmp_path / "bad.keras"
     bad.write_text("not a model")
-    assert_user_error(trainer("evaluate", "--model", bad, "--data", datasets["hdf5"]),
+    assert_one_line_error(run_trainer("evaluate", "--model", bad, "--data", datasets["hdf5"]),
                       str(bad), "not a Keras")
-    assert_user_error(trainer("evaluate", "--model", tmp_path / "nope.keras", "--data",
+    assert_one_line_error(run_trainer("evaluate", "--model", tmp_path / "nope.keras", "--data",
                               datasets["hdf5"]), "nope.keras", "does not exist")
     np.save(tmp_path / "three.npy", np.zeros((2, 9, 3), np.float32))
-    assert_user_error(trainer("predict", "--model", run / "model.keras", "--input",
+    assert_one_line_error(run_trainer("predict", "--model", run / "model.keras", "--input",
                               tmp_path / "three.npy", "--output", tmp_path / "p.npy"),
                       "3 features", "expects 5")
     np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    assert_user_error(trainer("predict", "--model", run / "model.keras", "--input",
+    assert_one_line_error(run_trainer("predict", "--model", run / "model.keras", "--input",
                               tmp_path / "objects.npy", "--output", tmp_path / "p.npy"),
                       "objects.npy", "not a plain .npy")
     assert not (tmp_path / "p.npy").exists()
@@ -261,6 +244,6 @@ def test_damaged_data_stops_training_cleanly(datasets, tmp_path):
     raw = bytearray(shard.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     shard.write_bytes(bytes(raw))
-    assert_user_error(trainer("train", "--data", data, "--out", tmp_path / "run", *BUCKETED,
+    assert_one_line_error(run_trainer("train", "--data", data, "--out", tmp_path / "run", *BUCKETED,
                               "--epochs", "1"), shard.name, "damaged")
     assert not (tmp_path / "run").exists()  # nothing half-written

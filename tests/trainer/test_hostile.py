@@ -16,28 +16,10 @@ import pytest
 
 import seqdata
 from seqdata.read.config import BatchConfig
-from tests.helpers import run_cli, snapshot
+from tests.helpers import assert_one_line_error, run_trainer, snapshot
 from trainer.errors import InputFileError, RunDirError, TrainerError
 
 TINY = ("--mode", "bucketed", "--batch-size", "16", "--steps-per-epoch", "2", "--quiet")
-
-
-def trainer(*args) -> tuple[int, str, str]:
-    result = run_cli(*args, module="trainer")
-    return result.returncode, result.stdout, result.stderr
-
-
-def assert_one_line_error(result: tuple[int, str, str], *needles: str) -> str:
-    """Exit 2, one line on stderr naming the problem, no traceback; the line."""
-    code, _, err = result
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("trainer")
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def build(path: Path, seed: int, threshold: float = 2.5) -> str:
@@ -48,7 +30,7 @@ def build(path: Path, seed: int, threshold: float = 2.5) -> str:
 
 
 def train(data: Path, run: Path, *extra: str) -> None:
-    code, _, err = trainer("train", "--data", data, "--out", run, *TINY, *extra)
+    code, _, err = run_trainer("train", "--data", data, "--out", run, *TINY, *extra)
     assert code == 0, err
 
 
@@ -88,7 +70,7 @@ def test_resume_refuses_a_dataset_regenerated_at_the_same_path(tmp_path):
 
     second = build(data, seed=3, threshold=1.0)  # same path, another seed and threshold
     line = assert_one_line_error(
-        trainer("train", "--data", data, "--out", run, *TINY, "--epochs", "2",
+        run_trainer("train", "--data", data, "--out", run, *TINY, "--epochs", "2",
                 "--validation-data", held_out, "--resume"),
         f"--data {data}", "holds another dataset", second, first,
         "resume with the same data or start a new run")
@@ -98,13 +80,13 @@ def test_resume_refuses_a_dataset_regenerated_at_the_same_path(tmp_path):
     build(data, seed=1)  # the original again, but other validation data
     other_val = build(held_out, seed=4)
     assert_one_line_error(
-        trainer("train", "--data", data, "--out", run, *TINY, "--epochs", "2",
+        run_trainer("train", "--data", data, "--out", run, *TINY, "--epochs", "2",
                 "--validation-data", held_out, "--resume"),
         f"--validation-data {held_out}", "holds another dataset", other_val, first_val)
     assert snapshot(run) == before
 
     build(held_out, seed=2)  # both as trained: the run continues
-    code, out, err = trainer("train", "--data", data, "--out", run, *TINY, "--epochs", "2",
+    code, out, err = run_trainer("train", "--data", data, "--out", run, *TINY, "--epochs", "2",
                              "--validation-data", held_out, "--resume")
     assert code == 0, err
     assert "after epoch 1" in out
@@ -145,7 +127,7 @@ def test_resume_refuses_a_foreign_checkpoint(datasets, two_runs, tmp_path):
     before = snapshot(run)
     resume = ("train", "--data", data, "--out", run, *TINY, "--epochs", "2",
               "--checkpoint-every", "1", "--resume")
-    assert_one_line_error(trainer(*resume), str(foreign), "no stamp step-00000009.json",
+    assert_one_line_error(run_trainer(*resume), str(foreign), "no stamp step-00000009.json",
                           "did not write it", "move it out of")
     assert snapshot(run) == before
 
@@ -154,7 +136,7 @@ def test_resume_refuses_a_foreign_checkpoint(datasets, two_runs, tmp_path):
     (run / "checkpoints" / "step-00000009.json").write_text(
         json.dumps({**other_stamp, "step": 9}))
     before = snapshot(run)
-    assert_one_line_error(trainer(*resume), str(foreign), "written by another run",
+    assert_one_line_error(run_trainer(*resume), str(foreign), "written by another run",
                           other_stamp["run_id"])
     assert snapshot(run) == before
 
@@ -163,7 +145,7 @@ def test_resume_refuses_a_foreign_checkpoint(datasets, two_runs, tmp_path):
     foreign.unlink()
     (run / "checkpoints" / "step-00000009.json").unlink()
     (run / "checkpoints" / "step-00000007.json").write_text(json.dumps({**stamp, "step": 7}))
-    code, out, err = trainer(*resume)
+    code, out, err = run_trainer(*resume)
     assert code == 0, err
     assert "after epoch 1" in out
     stamps, checkpoints = stamps_and_checkpoints(run)
@@ -188,13 +170,13 @@ def test_a_run_from_before_checksums_and_stamps_resumes_and_checks_the_model(dat
     shutil.copy(other / "checkpoints" / "step-00000002.keras", foreign)
     before = snapshot(run)
     resume = ("train", "--data", data, "--out", run, *TINY, "--epochs", "2", "--resume")
-    assert_one_line_error(trainer(*resume), str(foreign),
+    assert_one_line_error(run_trainer(*resume), str(foreign),
                           "holds LSTM(16) -> LSTM(4) -> Dense(2, sigmoid) over 5 features",
                           "the run's model is LSTM(32) -> LSTM(8)")
     assert snapshot(run) == before
 
     foreign.unlink()
-    code, out, err = trainer(*resume)  # an unknown checksum is not checked
+    code, out, err = run_trainer(*resume)  # an unknown checksum is not checked
     assert code == 0, err
     assert "after epoch 1" in out
     resumed = json.loads((run / "config.json").read_text())["data"]
@@ -209,7 +191,7 @@ def test_a_run_from_before_checksums_and_stamps_resumes_and_checks_the_model(dat
 ])
 def test_model_sizes_beyond_the_limits_are_refused(datasets, tmp_path, units, needle):
     run = tmp_path / "run"
-    assert_one_line_error(trainer("train", "--data", datasets["hdf5"], "--out", run, *TINY,
+    assert_one_line_error(run_trainer("train", "--data", datasets["hdf5"], "--out", run, *TINY,
                                   "--lstm-units", units), "--lstm-units", needle)
     assert not run.exists()
 
@@ -274,7 +256,7 @@ def test_predict_refuses_a_hostile_npy_before_loading_it(model_file, tmp_path, c
     x, out = tmp_path / "x.npy", tmp_path / "p.npy"
     write_input(x, case)
     out.write_bytes(b"an earlier prediction")
-    assert_one_line_error(trainer("predict", "--model", model_file, "--input", x, "--output",
+    assert_one_line_error(run_trainer("predict", "--model", model_file, "--input", x, "--output",
                                   out, "--overwrite"), f"--input {x}", *needles)
     assert out.read_bytes() == b"an earlier prediction"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.npy", "x.npy"]
