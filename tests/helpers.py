@@ -26,6 +26,15 @@ def run_cli(*args: str | os.PathLike, module: str = "seqdata",
                           text=True, env=env, timeout=timeout, cwd=ROOT)
 
 
+def start_generate(out: Path, *args: str, stdout: int = subprocess.DEVNULL) -> subprocess.Popen:
+    """``python -m seqdata generate OUT ARGS`` in a session (and process group) of its own,
+    running on: stderr piped, stdout to ``stdout``."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "seqdata", "generate", str(out), *args],
+                            env=env, cwd=ROOT, start_new_session=True, stdout=stdout,
+                            stderr=subprocess.PIPE)
+
+
 def snapshot(path: Path) -> dict[str, bytes]:
     """Every file under ``path`` with its bytes, to show that nothing changed."""
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))

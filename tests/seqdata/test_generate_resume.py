@@ -5,7 +5,6 @@ import errno
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -13,7 +12,8 @@ import pytest
 
 from seqdata import LagSumSpec, OutputError, build_dataset, verify_dataset
 from seqdata.store.journal import JOURNAL_NAME
-from tests.helpers import ROOT, run_cli, snapshot
+from tests import helpers
+from tests.helpers import run_cli, snapshot
 
 KILL_SPEC = LagSumSpec(num_sequences=24000, seed=11, chunk_size=1000)
 ARGS = ["--num-sequences", "24000", "--seed", "11", "--chunk-size", "1000", "--quiet"]
@@ -27,10 +27,7 @@ def reference(tmp_path_factory):
 
 
 def start_generate(out, *extra):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "seqdata", "generate", str(out), *ARGS,
-                             *extra], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return helpers.start_generate(out, *ARGS, *extra)
 
 
 def build_window(out):

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from seqdata import LagSumSpec, build_dataset, verify_dataset
-from tests.helpers import ROOT, run_cli, snapshot
+from tests import helpers
+from tests.helpers import run_cli, snapshot
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="process groups are read from /proc")
@@ -38,12 +39,10 @@ def reference(tmp_path_factory):
 
 
 def start_generate(out, *extra):
-    """A 2-worker `seqdata generate OUT` in a session (and process group) of its own."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "seqdata", "generate", str(out), *ARGS,
-                             "--workers", "2", *extra], env=env, cwd=ROOT,
-                            start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    """A 2-worker `seqdata generate OUT`, its stdout piped too (the test checks that a
+    killed build's workers do not hold the caller's pipes)."""
+    return helpers.start_generate(out, *ARGS, "--workers", "2", *extra,
+                                  stdout=subprocess.PIPE)
 
 
 def group_states(pgid):
