@@ -30,42 +30,37 @@ def start_generate(out, *extra):
     return helpers.start_generate(out, *ARGS, *extra)
 
 
-def build_window(out):
-    """When an uninterrupted 2-worker build writes its first shard, publishes its
-    manifest, and exits."""
-    start = time.perf_counter()
+def kill_after(out, shards: int, jitter: float):
+    """Start a 2-worker build of ``out``, wait until ``shards`` shards are published (or
+    the build ends), sleep ``jitter`` seconds more and SIGKILL the whole process group.
+
+    Kill moments are counted in published shards, not timed from a probe build: a
+    machine that runs slower or faster than during the probe would move them all."""
     proc = start_generate(out, "--workers", "2")
-    first = published = None
-    while proc.poll() is None:
-        if first is None and out.exists() and any(out.glob("shard-*")):
-            first = time.perf_counter() - start
-        if published is None and (out / "manifest.json").exists():
-            published = time.perf_counter() - start
-        time.sleep(0.002)
-    assert proc.returncode == 0
-    end = time.perf_counter() - start
-    return first, published or end, end
+    while proc.poll() is None and len(list(out.glob("shard-*.h5"))) < shards:
+        time.sleep(0.001)
+    time.sleep(jitter)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole group: parent and workers
+    proc.wait()
 
 
 def test_resume_after_sigkill_at_random_moments(tmp_path, reference):
-    first, published, last = build_window(tmp_path / "probe")
     rng = np.random.default_rng(2024)
     states = []
-    # Kill moments spread over the writing (first shard .. manifest): in shard writes,
-    # between shards, while the manifest is written; two more until the process exits.
-    delays = np.concatenate((rng.uniform(first, published, size=10),
-                             rng.uniform(published, last, size=2)))
-    for trial, delay in enumerate(delays):
+    # Ten kills after a random number of published shards (in shard writes, between
+    # shards, while the manifest is written), two once every shard is out.
+    targets = [*rng.integers(1, KILL_SPEC.num_chunks, size=10), KILL_SPEC.num_chunks,
+               KILL_SPEC.num_chunks]
+    for trial, target in enumerate(targets):
         out = tmp_path / f"kill{trial}"
-        proc = start_generate(out, "--workers", "2")
-        time.sleep(delay)
-        os.killpg(proc.pid, signal.SIGKILL)  # the whole group: parent and workers
-        proc.wait()
+        jitter = float(rng.uniform(0, 0.01))
+        kill_after(out, int(target), jitter)
         shards = len(list(out.glob("shard-*.h5"))) if out.exists() else 0
         states.append((shards, (out / "manifest.json").exists()))
         resumed = run_cli("generate", out, *ARGS, "--resume")
         assert resumed.returncode == 0, resumed.stderr
-        assert snapshot(out) == reference, f"trial {trial} after {delay:.2f}s"
+        assert snapshot(out) == reference, f"trial {trial} after {target} shards"
         assert verify_dataset(out).ok
     # Most kills landed mid-build: some shards (or all) written and no manifest yet.
     assert sum(0 < n <= KILL_SPEC.num_chunks and not m for n, m in states) >= 5, states
