@@ -107,8 +107,8 @@ class Dataset:
         while a `Dataset` is open is a ShardError naming it, never new data.
         """
         whole = values and buckets is None
-        if self.check_hashes and self._checked.get(index) != self._file_key(index):
-            key = self._file_key(index)
+        key = self._file_key(index) if self.check_hashes else None
+        if key is not None and self._checked.get(index) != key:
             parts = read_shard(self.root, self.manifest, index, check_bytes=True,
                                buffers=buffers if whole else None)
             self._checked[index] = key
