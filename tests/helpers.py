@@ -35,6 +35,15 @@ def start_generate(out: Path, *args: str, stdout: int = subprocess.DEVNULL) -> s
                             stderr=subprocess.PIPE)
 
 
+def clean_build(base: Path, spec: LagSumSpec) -> dict[str, bytes]:
+    """The `snapshot` of an uninterrupted one-process HDF5 build of ``spec`` under ``base``:
+    what a resumed build must equal byte for byte."""
+    from seqdata import build_dataset
+
+    build_dataset(base / "ds", spec, "hdf5", progress=False)
+    return snapshot(base / "ds")
+
+
 def snapshot(path: Path) -> dict[str, bytes]:
     """Every file under ``path`` with its bytes, to show that nothing changed."""
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))

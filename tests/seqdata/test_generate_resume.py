@@ -13,7 +13,7 @@ import pytest
 from seqdata import LagSumSpec, OutputError, build_dataset, verify_dataset
 from seqdata.store.journal import JOURNAL_NAME
 from tests import helpers
-from tests.helpers import run_cli, snapshot
+from tests.helpers import clean_build, run_cli, snapshot
 
 KILL_SPEC = LagSumSpec(num_sequences=24000, seed=11, chunk_size=1000)
 ARGS = ["--num-sequences", "24000", "--seed", "11", "--chunk-size", "1000", "--quiet"]
@@ -21,9 +21,7 @@ ARGS = ["--num-sequences", "24000", "--seed", "11", "--chunk-size", "1000", "--q
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ref") / "ds"
-    build_dataset(out, KILL_SPEC, "hdf5", progress=False)
-    return snapshot(out)
+    return clean_build(tmp_path_factory.mktemp("ref"), KILL_SPEC)
 
 
 def start_generate(out, *extra):

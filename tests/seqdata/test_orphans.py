@@ -17,9 +17,9 @@ import time
 import numpy as np
 import pytest
 
-from seqdata import LagSumSpec, build_dataset, verify_dataset
+from seqdata import LagSumSpec, verify_dataset
 from tests import helpers
-from tests.helpers import run_cli, snapshot
+from tests.helpers import clean_build, run_cli, snapshot
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="process groups are read from /proc")
@@ -33,9 +33,7 @@ DEADLINE = 15.0
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ref") / "ds"
-    build_dataset(out, SPEC, "hdf5", progress=False)
-    return snapshot(out)
+    return clean_build(tmp_path_factory.mktemp("ref"), SPEC)
 
 
 def start_generate(out, *extra):
