@@ -1,4 +1,4 @@
-"""The ``seqdata`` command: generate, inspect and verify datasets.
+"""The ``seqdata`` command: generate, inspect, verify and convert datasets.
 
 Thin: parse, call one library function, report. Every user mistake is one line on
 stderr and exit status 2; verify exits 1 when it finds damage.
@@ -26,9 +26,20 @@ from seqdata.cli_common import (
 )
 from seqdata.errors import SpecError
 from seqdata.spec import DEFAULT_CHUNK_SIZE, LagSumSpec, LogNormalLengths, UniformLengths
+from seqdata.store.card import CARD_NAME, histogram_lines
 from seqdata.store.formats import FORMAT_NAMES
 from seqdata.store.manifest import padding_fraction
 
+
+def add_bucket_arguments(p: argparse.ArgumentParser, default: str) -> None:
+    """``--boundaries`` or ``--num-buckets`` (one of them); ``default`` says what neither
+    gives."""
+    buckets = p.add_mutually_exclusive_group()
+    buckets.add_argument("--boundaries", type=int_list(), default=None, metavar="B1,B2,...",
+                         help="inclusive upper length of each bucket")
+    buckets.add_argument("--num-buckets", type=bounded_int(1, 4096), default=None,
+                         help=f"number of buckets (boundaries minimise padding); default: "
+                              f"{default}")
 
 def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``seqdata generate`` (shared with scripts/generate.py)."""
@@ -52,12 +63,7 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
                    help="sequences per chunk and shard")
     p.add_argument("--seed-compat-leak", action="store_true",
                    help="reproduce the seed's aliasing bug: feature 0 holds the lag sum")
-    buckets = p.add_mutually_exclusive_group()
-    buckets.add_argument("--boundaries", type=int_list(), default=None, metavar="B1,B2,...",
-                         help="inclusive upper length of each bucket")
-    buckets.add_argument("--num-buckets", type=bounded_int(1, 4096), default=None,
-                         help="number of buckets (boundaries minimise padding); default: "
-                              "the fewest buckets with at most 2%% expected padding")
+    add_bucket_arguments(p, "the fewest buckets with at most 2%% expected padding")
     p.add_argument("--workers", type=bounded_int(1, 1024), default=1,
                    help="local worker processes")
     again = p.add_mutually_exclusive_group()
@@ -101,26 +107,6 @@ def run_generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def histogram_lines(min_length: int, counts: Sequence[int], rows: int = 16,
-                    width: int = 40) -> list[str]:
-    """A text bar chart of a length histogram, in at most ``rows`` bins."""
-    counts = np.asarray(counts)
-    nz = np.flatnonzero(counts)
-    if not len(nz):
-        return []
-    counts = counts[: nz[-1] + 1]
-    step = -(-len(counts) // rows)
-    binned = np.add.reduceat(counts, np.arange(0, len(counts), step))
-    top = binned.max()
-    lines = []
-    for i, c in enumerate(binned):
-        lo = min_length + i * step
-        hi = min(lo + step - 1, min_length + len(counts) - 1)
-        label = f"{lo}..{hi}" if hi > lo else f"{lo}"
-        lines.append(f"  {label:>11} {'#' * round(width * c / top):<{width}} {c:,}")
-    return lines
-
-
 def run_inspect(args: argparse.Namespace) -> int:
     from seqdata.read.dataset import open_dataset
 
@@ -150,6 +136,12 @@ def run_inspect(args: argparse.Namespace) -> int:
     if m.leaky:
         out.append("LEAKY      built with --seed-compat-leak: feature 0 holds the lag sum, so "
                    "the label leaks into the input")
+    if m.version < 2:
+        out.append(f"layout     old (manifest_version {m.version}: shards beside the manifest, "
+                   f"no card); `seqdata convert {ds.root} NEW` writes the current one")
+    else:
+        out.append(f"card       {ds.root / CARD_NAME} (how to load it in pandas, DuckDB, "
+                   f"Hugging Face, PyTorch, JAX, Keras); shards in {ds.root / 'data'}")
     out += [f"sequences  {m.num_sequences:,}   timesteps {m.num_timesteps:,}   mean length "
             f"{m.num_timesteps / m.num_sequences:.1f}",
             f"buckets    {len(m.boundaries)}; padding if padded to bucket bounds: "
@@ -183,13 +175,29 @@ def run_verify(args: argparse.Namespace) -> int:
     if report.leaky:
         print(f"{args.dir}: LEAKY dataset (--seed-compat-leak): feature 0 holds the lag sum")
     if report.ok:
+        for note in report.notes:
+            print(f"{args.dir}: note: {note}")
         print(f"{args.dir}: OK ({report.num_shards} shards; checked {checked})")
         return EXIT_OK
+    for note in report.notes:
+        print(f"{args.dir}: note: {note}")
     for problem in report.problems:
         print(f"BAD {args.dir / problem.shard}: {problem.message}")
     print(f"{args.dir}: {len(report.bad_shards)} of {report.num_shards} shards damaged",
           file=sys.stderr)
     return EXIT_DAMAGED
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from seqdata.store.convert import convert_dataset
+
+    m = convert_dataset(args.src, args.dst, args.format, boundaries=args.boundaries,
+                        num_buckets=args.num_buckets, overwrite=args.overwrite,
+                        progress=not args.quiet)
+    print(f"converted {m.num_sequences:,} sequences ({m.num_timesteps:,} timesteps) from "
+          f"{args.src} to {args.dst}: {len(m.shards)} {m.format} shards, "
+          f"{len(m.boundaries)} buckets")
+    return EXIT_OK
 
 
 def build_parser() -> OneLineParser:
@@ -209,6 +217,17 @@ def build_parser() -> OneLineParser:
     ver.add_argument("--labels", action="store_true", help="also recompute every label from x")
     ver.add_argument("--quiet", action="store_true", help="no progress bar")
     ver.set_defaults(run=run_verify)
+    con = sub.add_parser("convert", help="write a dataset's sequences in another format or "
+                                         "bucketing, in the current layout")
+    con.add_argument("src", type=Path, help="dataset directory to read (either layout)")
+    con.add_argument("dst", type=Path, help="output directory (created; must be empty)")
+    con.add_argument("--format", choices=FORMAT_NAMES, default=None,
+                     help="shard format (default: the source's)")
+    add_bucket_arguments(con, "the source's boundaries")
+    con.add_argument("--overwrite", action="store_true",
+                     help="replace the seqdata dataset already in DST")
+    con.add_argument("--quiet", action="store_true", help="no progress bar")
+    con.set_defaults(run=run_convert)
     return parser
 
 

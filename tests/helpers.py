@@ -53,7 +53,7 @@ def snapshot(path: Path) -> dict[str, bytes]:
 def reseal(path: Path, shard: Path) -> None:
     """Update the manifest's hash of ``shard`` (as someone rewriting a shard would)."""
     doc = json.loads((path / "manifest.json").read_text())
-    entry = next(s for s in doc["shards"] if s["path"] == shard.name)
+    entry = next(s for s in doc["shards"] if s["path"] == shard.relative_to(path).as_posix())
     entry["sha256"], entry["size"] = file_sha256(shard), shard.stat().st_size
     doc["checksum"] = checksum(doc)
     (path / "manifest.json").write_text(json.dumps(doc))

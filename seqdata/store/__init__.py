@@ -1,2 +1,3 @@
-"""How a dataset is stored: shard formats, the manifest, building, the build journal,
-reading one shard, verifying, and atomic writes. Knows nothing of batches."""
+"""How a dataset is stored: shard formats, the manifest, the dataset card, building and
+converting, the build journal, reading one shard, verifying, and atomic writes. Knows
+nothing of batches."""

@@ -3,9 +3,14 @@
 Every chunk is an independent task (generate -> group by bucket -> encode in memory ->
 hash -> atomic write) that returns its `ShardInfo`, so any executor can run them. Shards
 are renamed into place without waiting for the disk; all of them are fsynced before the
-manifest is written, last: a directory without one is an unfinished build, never a
-wrong dataset. A build holds its directory's lock (`seqdata.store.lock`) from start to
-end, shared with its pool workers, which end when the build's process does.
+card and then the manifest are written, last: a directory without one is an unfinished
+build, never a wrong dataset. A build holds its directory's lock (`seqdata.store.lock`)
+from start to end, shared with its pool workers, which end when the build's process does.
+
+Layout (manifest_version 2): shards in ``DIR/data/`` and nothing else there, ever: their
+temporary files are written in ``DIR`` and renamed into ``data/``; the journal, the lock,
+the card and the manifest live in ``DIR``. `seqdata.store.convert` writes through the same
+code (`write_shard`, `build_from`), with chunks read from another dataset.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import re
 import shutil
 import signal
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -33,8 +38,10 @@ from seqdata.checks import check_int
 from seqdata.errors import OutputError, SpecError
 from seqdata.generate import ChunkBuffers, generate_chunk
 from seqdata.progress import Progress
+from seqdata.sequences import Sequences
 from seqdata.spec import LagSumSpec
 from seqdata.store.atomic import fsync_path, write_bytes_atomic
+from seqdata.store.card import CARD_NAME, card_is_current, is_card, write_card
 from seqdata.store.formats import SUFFIXES, get_format
 from seqdata.store.journal import (
     JOURNAL_NAME,
@@ -45,18 +52,33 @@ from seqdata.store.journal import (
     start_journal,
 )
 from seqdata.store.lock import LOCK_NAME, build_lock, share
-from seqdata.store.manifest import MANIFEST_NAME, Manifest, ShardInfo, read_manifest, write_manifest
+from seqdata.store.manifest import (
+    DATA_DIR,
+    MANIFEST_NAME,
+    Manifest,
+    ShardInfo,
+    read_manifest,
+    write_manifest,
+)
 from seqdata.store.memfile import MemoryFile
 
 PR_SET_PDEATHSIG = 1
 _SUFFIX = "|".join(re.escape(s) for s in SUFFIXES.values())
 SHARD_PATTERN = re.compile(rf"shard-\d{{5,}}({_SUFFIX})")
-TMP_PATTERN = re.compile(rf"(shard-\d{{5,}}|manifest|\.seqdata-build)\.\d+\.tmp"
-                         rf"({_SUFFIX}|\.json|\.jsonl)")
+TMP_PATTERN = re.compile(rf"(shard-\d{{5,}}|manifest|README|\.seqdata-build)\.\d+\.tmp"
+                         rf"({_SUFFIX}|\.json|\.jsonl|\.md)")
+# Chunk -> its sequences sorted by length (ties by id): what a shard is written from.
+ChunkSource = Callable[[int, "ShardBuffers"], Sequences]
 
 
 def shard_name(chunk: int, fmt: str) -> str:
+    """The file name of chunk ``chunk``'s shard."""
     return f"shard-{chunk:05d}{SUFFIXES[fmt]}"
+
+
+def shard_path(chunk: int, fmt: str) -> str:
+    """Chunk ``chunk``'s shard, relative to the dataset directory (as the manifest lists it)."""
+    return f"{DATA_DIR}/{shard_name(chunk, fmt)}"
 
 
 def resolve_boundaries(spec: LagSumSpec, boundaries: Sequence[int] | None = None,
@@ -94,21 +116,32 @@ def build_shard(spec: LagSumSpec, chunk: int, fmt: str, boundaries: tuple[int, .
     """
     buffers = buffers or _worker_buffers or ShardBuffers()
     seqs = generate_chunk(spec, chunk, buffers.chunk)
+    return write_shard(Path(out), spec, chunk, fmt, boundaries, seqs, buffers.image)
+
+
+def write_shard(out: Path, spec: LagSumSpec, chunk: int, fmt: str,
+                boundaries: tuple[int, ...], seqs: Sequences,
+                image: MemoryFile) -> tuple[ShardInfo, np.ndarray]:
+    """Encode chunk ``chunk``'s sequences ``seqs`` (sorted by length, ties by id) into
+    ``image`` and publish them as ``out/data/shard-NNNNN``; its info and length counts.
+
+    The temporary file is written in ``out``, never in ``out/data``; the shard is renamed
+    into place without waiting for the disk: see `sync_shards`.
+    """
     lengths = seqs.lengths  # sorted ascending, so each bucket is one run
     cuts = np.searchsorted(lengths, boundaries, side="right")
     starts = np.concatenate(([0], cuts[:-1]))
     runs = [(b, int(a), int(e)) for b, (a, e) in enumerate(zip(starts, cuts, strict=True))
             if e > a]
-    name = shard_name(chunk, fmt)
-    image = buffers.image
+    path = shard_path(chunk, fmt)
     image.reset(capacity=sum(a.nbytes for a in (seqs.x, seqs.y, seqs.offsets, seqs.ids))
                 + (1 << 20))
     get_format(fmt).encode(image, seqs, runs, chunk)
     data = image.getbuffer()
     digest = hashlib.sha256(data).hexdigest()
-    write_bytes_atomic(Path(out) / name, data, durable=False)
+    write_bytes_atomic(out / path, data, durable=False, tmp_dir=out)
     steps = seqs.offsets[cuts] - seqs.offsets[starts]
-    info = ShardInfo(name, chunk, tuple((cuts - starts).tolist()), tuple(steps.tolist()),
+    info = ShardInfo(path, chunk, tuple((cuts - starts).tolist()), tuple(steps.tolist()),
                      len(data), digest)
     span = spec.lengths.high - spec.lengths.low + 1
     return info, np.bincount(lengths - spec.lengths.low, minlength=span)
@@ -119,14 +152,16 @@ def sync_shards(out: Path, shards: Sequence[ShardInfo]) -> None:
     try:
         for info in shards:
             fsync_path(out / info.path)
+        fsync_path(out / DATA_DIR)
         fsync_path(out)
     except OSError as e:
         raise OutputError(f"cannot sync {e.filename or out}: {e.strerror or e}") from e
 
 
 def is_build_file(name: str) -> bool:
-    """Whether ``name`` is something a seqdata build writes in its directory."""
-    return (name in (MANIFEST_NAME, JOURNAL_NAME, LOCK_NAME)
+    """Whether ``name`` is something a seqdata build writes in its directory (shards
+    beside the manifest: a version 1 dataset's)."""
+    return (name in (MANIFEST_NAME, JOURNAL_NAME, LOCK_NAME, CARD_NAME, DATA_DIR)
             or SHARD_PATTERN.fullmatch(name) is not None
             or TMP_PATTERN.fullmatch(name) is not None)
 
@@ -135,6 +170,33 @@ def remove_temporary_files(out: Path) -> None:
     for path in out.iterdir():
         if TMP_PATTERN.fullmatch(path.name):
             path.unlink(missing_ok=True)
+
+
+def data_entries(out: Path) -> list[str]:
+    """The names in ``out/data`` (none if it is not there); refuses a ``data`` that is a
+    symbolic link or not a directory (a build never follows it out of ``out``)."""
+    data = out / DATA_DIR
+    if data.is_symlink():
+        raise OutputError(f"{data} is a symbolic link, expected the directory of a seqdata "
+                          f"dataset's shards; refusing to write through it")
+    if not data.exists():
+        return []
+    if not data.is_dir():
+        raise OutputError(f"{data} is not a directory, expected the directory of a seqdata "
+                          f"dataset's shards")
+    try:
+        return sorted(p.name for p in data.iterdir())
+    except OSError as e:
+        raise OutputError(f"cannot list {data}: {e.strerror or e}") from None
+
+
+def make_data_dir(out: Path) -> None:
+    """Create ``out/data`` if it is not there (refusing a link or a file in its place)."""
+    data_entries(out)
+    try:
+        (out / DATA_DIR).mkdir(exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create {out / DATA_DIR}: {e.strerror or e}") from None
 
 
 def output_entries(out: Path) -> list[str]:
@@ -150,6 +212,18 @@ def output_entries(out: Path) -> list[str]:
     return sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
 
 
+def foreign_entries(out: Path, entries: Sequence[str]) -> list[str]:
+    """The ``entries`` of ``out`` that no seqdata build writes: other names, a README.md
+    that is not a seqdata card, anything in ``data/`` but shards (a ``data`` that is a
+    link or a file is refused: OutputError)."""
+    foreign = [e for e in entries if not is_build_file(e)
+               or (e == CARD_NAME and not is_card(out / e))]
+    if DATA_DIR in entries:
+        foreign += [f"{DATA_DIR}/{e}" for e in data_entries(out)
+                    if not SHARD_PATTERN.fullmatch(e)]
+    return foreign
+
+
 def check_replaceable(out: Path, entries: Sequence[str], overwrite: bool) -> None:
     """Refuse a non-empty ``out`` unless overwriting, and anything but a seqdata dataset."""
     if not entries:
@@ -157,7 +231,7 @@ def check_replaceable(out: Path, entries: Sequence[str], overwrite: bool) -> Non
     if not overwrite:
         raise OutputError(f"output directory {out} is not empty ({len(entries)} entries); "
                           f"pass overwrite=True to replace the dataset in it")
-    foreign = [e for e in entries if not is_build_file(e)]
+    foreign = foreign_entries(out, entries)
     if foreign:
         raise OutputError(f"output directory {out} holds files that are not part of a seqdata "
                           f"dataset ({', '.join(foreign[:3])}); refusing to overwrite it")
@@ -170,12 +244,26 @@ def prepare_output(out: Path, overwrite: bool) -> None:
     """
     entries = output_entries(out)
     check_replaceable(out, entries, overwrite)
-    # Manifest first: from here on the directory reads as an unfinished build.
+    remove_build_files(out, entries)
+
+
+def remove_build_files(out: Path, entries: Sequence[str]) -> None:
+    """Remove ``entries`` of ``out`` (build files, checked by the caller), ``data/`` with
+    the shards in it; the manifest first: from then on the directory reads as an
+    unfinished build."""
     for name in sorted(entries, key=lambda e: e != MANIFEST_NAME):
+        path = out / name
         try:
-            (out / name).unlink()
+            if name == DATA_DIR and not path.is_symlink() and path.is_dir():
+                for shard in data_entries(out):
+                    if SHARD_PATTERN.fullmatch(shard):
+                        (path / shard).unlink()
+                path.rmdir()  # fails, naming it, if anything else is in it
+            else:
+                path.unlink()
         except OSError as e:
-            raise OutputError(f"cannot remove {out / name}: {e.strerror or e}") from None
+            raise OutputError(f"cannot remove {e.filename or path}: {e.strerror or e}") \
+                from None
 
 
 def _init_worker(lock: str | None) -> None:
@@ -216,8 +304,14 @@ def _kill_self_when_ready(fd: int) -> None:
 
 
 def _run_chunks(plan: BuildPlan, chunks: list[int], out: Path, workers: int,
-                lock: Path | None) -> Iterator[tuple[ShardInfo, np.ndarray]]:
+                lock: Path | None,
+                source: ChunkSource | None = None) -> Iterator[tuple[ShardInfo, np.ndarray]]:
     spec, fmt, boundaries = plan.spec, plan.format, plan.boundaries
+    if source is not None:  # in this process: the source may hold open files
+        buffers = ShardBuffers()
+        for c in chunks:
+            yield write_shard(out, spec, c, fmt, boundaries, source(c, buffers), buffers.image)
+        return
     if workers == 1:
         buffers = ShardBuffers()
         for c in chunks:
@@ -265,18 +359,43 @@ def build_dataset(out: Path | str, spec: LagSumSpec, fmt: str = "hdf5",
     if resume and overwrite:
         raise SpecError("give either resume=True or overwrite=True, not both")
     plan = BuildPlan(spec, fmt, resolve_boundaries(spec, boundaries, num_buckets))
-    out = Path(out)
-    check_disk_space(out, spec)
+    return build_from(Path(out), plan, workers=workers, overwrite=overwrite, resume=resume,
+                      progress=progress)
+
+
+def build_from(out: Path, plan: BuildPlan, *, workers: int = 1, overwrite: bool = False,
+               resume: bool = False, progress: bool = True, source: ChunkSource | None = None,
+               label: str = "generate", discard_on_error: bool = False) -> Manifest:
+    """Build ``plan`` into ``out``: each chunk generated, or read from ``source`` (in this
+    process), then published as a shard; the card and the manifest last.
+
+    The one path by which shards, cards and manifests are written (`build_dataset`,
+    `seqdata.store.convert`). Raises OutputError, changing nothing, for an output that is
+    not empty (without ``overwrite``) or holds anything but a seqdata dataset, and while
+    another build of ``out`` runs. With ``discard_on_error``, a build that fails once it
+    holds the lock removes what it wrote (instead of leaving it to resume).
+    """
+    check_disk_space(out, plan.spec)
     entries = output_entries(out)
-    if any(not is_build_file(e) for e in entries) and not (resume and _has_build(out)):
+    if foreign_entries(out, entries) and not (resume and _has_build(out)):
         check_replaceable(out, entries, overwrite or resume)  # refuses, making no lock file
     with build_lock(out) as lock:
-        return _build(out, plan, workers, overwrite, resume, progress, lock)
+        try:
+            return _build(out, plan, workers, overwrite, resume, progress, lock, source,
+                          label)
+        except BaseException:
+            if discard_on_error:
+                with contextlib.suppress(OSError, OutputError):
+                    remove_temporary_files(out)
+                    remove_build_files(out, [e for e in output_entries(out)
+                                             if e != LOCK_NAME and is_build_file(e)])
+            raise
 
 
 def _build(out: Path, plan: BuildPlan, workers: int, overwrite: bool, resume: bool,
-           progress: bool, lock: Path | None) -> Manifest:
-    """`build_dataset` once the directory is locked."""
+           progress: bool, lock: Path | None, source: ChunkSource | None = None,
+           label: str = "generate") -> Manifest:
+    """`build_from` once the directory is locked."""
     spec, fmt = plan.spec, plan.format
     done = _resume(out, plan) if resume and _has_build(out) else {}
     if isinstance(done, Manifest):
@@ -284,13 +403,14 @@ def _build(out: Path, plan: BuildPlan, workers: int, overwrite: bool, resume: bo
     if not done:
         prepare_output(out, overwrite or resume)
         start_journal(out, plan)
+    make_data_dir(out)
     todo = [c for c in range(spec.num_chunks) if c not in done]
-    bar = Progress(spec.num_chunks, f"generate {out.name}", enabled=progress)
+    bar = Progress(spec.num_chunks, f"{label} {out.name}", enabled=progress)
     for info, _ in done.values():
         bar.advance(info.num_sequences, info.num_timesteps)
     results = dict(done)
     for info, length_counts in _run_chunks(plan, todo, out, min(workers, max(len(todo), 1)),
-                                           lock):
+                                           lock, source):
         record_shard(out, info, length_counts)
         results[info.chunk] = (info, length_counts)
         bar.advance(info.num_sequences, info.num_timesteps)
@@ -299,6 +419,7 @@ def _build(out: Path, plan: BuildPlan, workers: int, overwrite: bool, resume: bo
                         tuple(results[c][0] for c in range(spec.num_chunks)),
                         tuple(int(c) for c in counts))
     sync_shards(out, manifest.shards)
+    write_card(out, manifest)
     write_manifest(out, manifest)
     finish_journal(out)
     return manifest
@@ -316,8 +437,14 @@ def check_disk_space(out: Path, spec: LagSumSpec) -> None:
         probe = probe.parent
     try:
         free = shutil.disk_usage(probe).free
-        present = sum(p.stat().st_size for p in out.iterdir()
-                      if is_build_file(p.name) and p.is_file()) if out.is_dir() else 0
+        present = 0
+        if out.is_dir():
+            data = out / DATA_DIR
+            files = [p for p in out.iterdir() if is_build_file(p.name)]
+            if not data.is_symlink() and data.is_dir():
+                files += [p for p in data.iterdir() if SHARD_PATTERN.fullmatch(p.name)]
+            present = sum(p.stat().st_size for p in files
+                          if not p.is_symlink() and p.is_file())
     except OSError as e:
         raise OutputError(f"cannot check the free space for {out}: {e.strerror or e}") from None
     need = spec.expected_bytes - present
@@ -343,9 +470,19 @@ def _resume(out: Path, plan: BuildPlan) -> dict[int, tuple[ShardInfo, np.ndarray
                 (plan.spec, plan.format, plan.boundaries):
             raise OutputError(f"{out} holds a finished dataset of another spec, format or "
                               f"boundaries; pass overwrite=True to replace it")
+        if manifest.version < 2:
+            raise OutputError(f"{out} holds a finished dataset of the old layout "
+                              f"(manifest_version {manifest.version}, shards beside the "
+                              f"manifest); `seqdata convert {out} NEW` writes it in the "
+                              f"current layout")
+        card = out / CARD_NAME
+        if not card.exists() or (is_card(card) and not card_is_current(out, manifest)):
+            write_card(out, manifest)  # a card removed or edited is written again
         return manifest
+    data_entries(out)  # refuses a link or a file in place of data/, before reading in it
     (out / MANIFEST_NAME).unlink(missing_ok=True)  # killed between manifest and journal end
     remove_temporary_files(out)
     done = read_journal(out, plan)
+    # A journal of the old layout lists shards beside it: none is kept, all are rebuilt.
     return {c: v for c, v in done.items()
-            if c < plan.spec.num_chunks and v[0].path == shard_name(c, plan.format)}
+            if c < plan.spec.num_chunks and v[0].path == shard_path(c, plan.format)}

@@ -5,6 +5,11 @@ relative to the directory, counts per bucket, size, SHA-256) and the length hist
 Readers check all of it before opening a shard: a version they do not know, a path that
 leaves the directory, or counts that do not add up are refused with a message naming
 the field, the value found and what was expected.
+
+Layout (manifest_version 2): ``DIR/manifest.json``, the card ``DIR/README.md`` and the
+shards, alone, in ``DIR/data/`` (so that pandas, pyarrow, polars, DuckDB and Hugging Face
+``datasets`` read ``DIR/data`` as one table). Version 1 directories, with the shards
+beside the manifest, still read; builds write version 2.
 """
 
 from __future__ import annotations
@@ -30,10 +35,12 @@ MANIFEST_NAME = "manifest.json"
 # A manifest lists every shard with its counts per bucket: about 1 KB a shard with 29
 # buckets, so 256 MiB holds hundreds of thousands of shards; more is not a manifest.
 MAX_MANIFEST_BYTES = 256 * 2**20
-# Shard paths are relative names such as shard-00000.h5: no NUL, no control characters,
+# Shard paths are relative names such as data/shard-00000.h5: no NUL, no control characters,
 # no surrogates, no './' (which would let one file be listed twice under two spellings).
 SHARD_PATH = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*")
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # what builds write
+READ_VERSIONS = (1, 2)  # 1: shards beside the manifest; 2: shards in DATA_DIR, a card
+DATA_DIR = "data"  # version 2: the directory of the shards, and of nothing else
 KIND = "seqdata.lagsum"
 
 
@@ -73,6 +80,7 @@ class Manifest:
     boundaries: tuple[int, ...]
     shards: tuple[ShardInfo, ...]
     length_counts: tuple[int, ...]  # sequences of each length, from spec min length up
+    version: int = MANIFEST_VERSION  # as read (a version 1 manifest keeps its checksum)
 
     @property
     def num_sequences(self) -> int:
@@ -97,7 +105,7 @@ class Manifest:
     def to_doc(self) -> dict[str, Any]:
         """The manifest as the JSON object written to manifest.json, checksum included."""
         doc = {
-            "manifest_version": MANIFEST_VERSION,
+            "manifest_version": self.version,
             "kind": KIND,
             "format": self.format,
             "spec": self.spec.to_dict(),
@@ -162,12 +170,27 @@ def read_manifest(directory: Path | str) -> Manifest:
         raise ManifestError(f"{path} is not a manifest: {type(e).__name__}: "
                             f"{str(e)[:200]}") from None
     try:
-        return _parse(doc, root)
+        manifest = _parse(doc, root)
     except SeqdataError as e:
         raise ManifestError(f"{path}: {e}") from None
     except (RecursionError, ValueError, OSError) as e:  # nested too deep; NUL in a path
         raise ManifestError(f"{path} is not a manifest: {type(e).__name__}: "
                             f"{str(e)[:200]}") from None
+    if manifest.version >= 2:
+        check_data_dir(root)
+    return manifest
+
+
+def check_data_dir(root: Path) -> None:
+    """Refuse a ``DIR/data`` that is a symbolic link or not a directory (a missing one is
+    left to the readers: every shard in it is then missing)."""
+    data = root / DATA_DIR
+    if data.is_symlink():
+        raise ManifestError(f"{data} is a symbolic link, expected the directory of the "
+                            f"dataset's shards inside {root}")
+    if data.exists() and not data.is_dir():
+        raise ManifestError(f"{data} is not a directory, expected the directory of the "
+                            f"dataset's shards")
 
 
 def _get(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str = "") -> Any:
@@ -218,9 +241,9 @@ def _parse(doc: Any, root: Path) -> Manifest:
     if not isinstance(doc, dict):
         raise ManifestError(f"must hold a JSON object, got {type(doc).__name__}")
     version = _get(doc, "manifest_version", int)
-    if version != MANIFEST_VERSION:
-        raise ManifestError(f"manifest_version is {version}, this seqdata reads version "
-                            f"{MANIFEST_VERSION}")
+    if version not in READ_VERSIONS:
+        raise ManifestError(f"manifest_version is {version}, this seqdata reads versions "
+                            f"{' and '.join(map(str, READ_VERSIONS))}")
     found = _get(doc, "checksum", str)
     if found != checksum(doc):
         raise ManifestError("checksum does not match the manifest's content: the manifest "
@@ -252,6 +275,9 @@ def _parse(doc: Any, root: Path) -> Manifest:
             raise ManifestError(f"shards[{i}] must be an object, got {s!r}")
         rel = _get(s, "path", str, where)
         check_relative_path(root, rel, where)
+        if version >= 2 and PurePosixPath(rel).parent != PurePosixPath(DATA_DIR):
+            raise ManifestError(f"{where}path must name a file in {DATA_DIR}/ "
+                                f"(manifest_version {version}), got {rel!r}")
         if not rel.endswith(SUFFIXES[fmt]):
             raise ManifestError(f"{where}path {rel!r} must end with {SUFFIXES[fmt]!r} "
                                 f"for format {fmt}")
@@ -289,7 +315,7 @@ def _parse(doc: Any, root: Path) -> Manifest:
                             f"{spec.lengths.low}")
     span = spec.lengths.high - spec.lengths.low + 1
     counts = _counts(hist, "counts", span, "length_histogram.")
-    manifest = Manifest(spec, fmt, boundaries, tuple(shards), counts)
+    manifest = Manifest(spec, fmt, boundaries, tuple(shards), counts, version)
     lengths = np.arange(spec.lengths.low, spec.lengths.high + 1)
     for key, found, want in [
         ("num_sequences", doc.get("num_sequences"), manifest.num_sequences),

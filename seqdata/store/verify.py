@@ -1,6 +1,9 @@
 """Verify a dataset: every shard's bytes, structure and counts, and optionally its labels.
 
-Problems are collected, not raised, so that one run names every bad shard.
+Problems are collected, not raised, so that one run names every bad shard. Datasets of
+both layouts verify (manifest_version 1: shards beside the manifest; 2: in ``data/``).
+The card (README.md) is documentation, not data: one that is missing or differs from the
+manifest's is a note, not a problem.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from seqdata.generate import labels_from_sums, lag_sums
 from seqdata.progress import Progress
 from seqdata.sequences import Sequences
 from seqdata.store.atomic import file_sha256
+from seqdata.store.card import CARD_NAME, card_is_current
 from seqdata.store.manifest import Manifest, read_manifest
 from seqdata.store.shards import content_problems, read_shard
 
@@ -34,6 +38,7 @@ class VerifyReport:
     labels_checked: bool
     leaky: bool
     problems: tuple[Problem, ...]
+    notes: tuple[str, ...] = ()  # not damage: a card missing or edited, the old layout
 
     @property
     def ok(self) -> bool:
@@ -64,7 +69,20 @@ def verify_dataset(path: Path | str, labels: bool = False,
         for message in _check_shard(root, manifest, index, labels):
             problems.append(Problem(info.path, message))
         bar.advance(info.num_sequences, info.num_timesteps)
-    return VerifyReport(root, len(manifest.shards), labels, manifest.leaky, tuple(problems))
+    return VerifyReport(root, len(manifest.shards), labels, manifest.leaky, tuple(problems),
+                        _notes(root, manifest))
+
+
+def _notes(root: Path, manifest: Manifest) -> tuple[str, ...]:
+    if manifest.version < 2:
+        return (f"old layout (manifest_version {manifest.version}: shards beside the "
+                f"manifest, no card); `seqdata convert {root} NEW` writes the current one",)
+    if not (root / CARD_NAME).exists():
+        return (f"{CARD_NAME} (the dataset card) is missing",)
+    if not card_is_current(root, manifest):
+        return (f"{CARD_NAME} differs from the card of this manifest (edited, or written "
+                f"by another seqdata version)",)
+    return ()
 
 
 def _check_shard(root: Path, manifest: Manifest, index: int, labels: bool) -> list[str]:

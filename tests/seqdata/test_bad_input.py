@@ -44,7 +44,7 @@ CASES = [
     (T, "predict --model {t}/m.keras --input {t}/none.npy --output {t}/p.npy", "none.npy"),
     # a dataset or file of the wrong format
     (S, "verify {t}/wrongfmt", "must end with '.h5'"),
-    (T, "train --data {t}/ds/shard-00000.h5 --out {t}/o", "shard-00000.h5"),
+    (T, "train --data {t}/ds/data/shard-00000.h5 --out {t}/o", "shard-00000.h5"),
     (T, "evaluate --model {t}/m.keras --data {t}/ds", "m.keras", "not a Keras"),
     (T, "predict --model {t}/m.keras --input {t}/x.npy --output {t}/p.txt", "--output", ".npy"),
     (S, "inspect {t}/ds --plot {t}/p.txt", "--plot", "must name a .png file"),

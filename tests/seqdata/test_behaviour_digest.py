@@ -7,6 +7,13 @@ every batch (ids, lengths, x, y, mask) of one epoch for a range of batching opti
 Shard bytes depend on the HDF5 and Parquet writers' versions as well as on our code, so
 they are compared when those versions are the ones the digest was made with; content
 and batches are compared always.
+
+The directory layout changed since (manifest_version 2: shards moved into ``data/``, a
+card ``README.md``): the digest's shard hashes are the ones written before the move, only
+renamed ``shard-N`` -> ``data/shard-N``; ``manifest.json`` and ``README.md`` are new.
+``old_layout_manifest`` keeps the hash of the version 1 manifest written before the move:
+the version 2 manifest turned back (version 1, paths without ``data/``) must hash the
+same, so the manifest changed in nothing else.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import numpy as np
 import pyarrow
 
 from seqdata import LagSumSpec, build_dataset, open_dataset
+from seqdata.store.manifest import checksum
 
 DIGEST = Path(__file__).with_name("behaviour_digest.json")
 SPEC = LagSumSpec(num_sequences=500, seed=11, chunk_size=96)
@@ -61,13 +69,26 @@ def content_digest(ds) -> str:
     return h.hexdigest()
 
 
+def old_layout_manifest(path: Path) -> bytes:
+    """The manifest.json that the version 1 layout wrote for the dataset at ``path``."""
+    doc = json.loads((path / "manifest.json").read_text())
+    doc["manifest_version"] = 1
+    for shard in doc["shards"]:
+        shard["path"] = shard["path"].removeprefix("data/")
+    doc["checksum"] = checksum(doc)
+    return (json.dumps(doc, indent=1) + "\n").encode()
+
+
 def compute(root: Path) -> dict:
-    out: dict = {"versions": versions(), "files": {}, "content": {}, "batches": {}}
+    out: dict = {"versions": versions(), "files": {}, "old_layout_manifest": {},
+                 "content": {}, "batches": {}}
     for fmt in ("hdf5", "parquet"):
         path = root / fmt
         build_dataset(path, SPEC, fmt, num_buckets=5, progress=False)
-        out["files"][fmt] = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-                             for p in sorted(path.iterdir())}
+        out["files"][fmt] = {p.relative_to(path).as_posix():
+                             hashlib.sha256(p.read_bytes()).hexdigest()
+                             for p in sorted(path.rglob("*")) if p.is_file()}
+        out["old_layout_manifest"][fmt] = hashlib.sha256(old_layout_manifest(path)).hexdigest()
         ds = open_dataset(path)
         out["content"][fmt] = content_digest(ds)
         out["batches"][fmt] = {name: batches_digest(ds, o) for name, o in OPTIONS.items()}
@@ -86,6 +107,7 @@ def test_same_shards_and_batches_as_before_the_move(tmp_path):
         writer = ("h5py", "hdf5") if fmt == "hdf5" else ("pyarrow",)
         if all(now["versions"][k] == stored["versions"][k] for k in writer):
             assert now["files"][fmt] == stored["files"][fmt], fmt
+            assert now["old_layout_manifest"][fmt] == stored["old_layout_manifest"][fmt], fmt
         else:
             warnings.warn(f"{fmt} shard bytes not compared: writer versions "
                           f"{ {k: now['versions'][k] for k in writer} } differ from the "

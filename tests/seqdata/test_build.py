@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from seqdata import LagSumSpec, OutputError, build_dataset, open_dataset
-from seqdata.store.build import shard_name
+from seqdata import LagSumSpec, OutputError, build_dataset, open_dataset, verify_dataset
+from seqdata.store.build import shard_name, shard_path
 from tests.helpers import SMALL_SPEC, snapshot
 
 
@@ -54,14 +54,44 @@ def test_manifest_records_the_histogram_and_counts(h5_dataset):
     assert list(m.length_counts) == counts.tolist()
     assert m.num_timesteps == lengths.sum()
     doc = json.loads((h5_dataset.root / "manifest.json").read_text())
-    assert doc["manifest_version"] == 1 and doc["format"] == "hdf5"
-    assert doc["shards"][0]["path"] == shard_name(0, "hdf5")
+    assert doc["manifest_version"] == 2 and doc["format"] == "hdf5"
+    assert doc["shards"][0]["path"] == shard_path(0, "hdf5") == "data/shard-00000.h5"
     assert len(doc["shards"][0]["sha256"]) == 64
 
 
 def test_no_temporary_files_are_left(datasets):
     for path in datasets.values():
-        assert not [p for p in path.iterdir() if p.name.endswith(".tmp")]
+        assert not [p for p in path.rglob("*") if ".tmp" in p.name]
+
+
+@pytest.mark.parametrize("fmt", ["hdf5", "parquet"])
+def test_the_layout_is_a_card_a_manifest_and_shards_alone_in_data(datasets, fmt):
+    path = datasets[fmt]
+    suffix = {"hdf5": ".h5", "parquet": ".parquet"}[fmt]
+    assert sorted(p.name for p in path.iterdir()) == ["README.md", "data", "manifest.json"]
+    assert sorted(p.name for p in (path / "data").iterdir()) == [
+        f"shard-{c:05d}{suffix}" for c in range(SMALL_SPEC.num_chunks)]
+
+
+def test_shard_temporaries_are_never_in_data(tmp_path, monkeypatch):
+    """Directory-level readers of data/ (DuckDB's glob matches dot files too) never meet a
+    partial file: a shard's temporary file is written beside the manifest, then renamed."""
+    import os
+
+    import seqdata.store.atomic
+
+    seen = []
+    real = os.replace
+
+    def watch(src, dst):
+        seen.append((os.path.dirname(src), os.path.dirname(dst)))
+        real(src, dst)
+
+    monkeypatch.setattr(seqdata.store.atomic.os, "replace", watch)
+    out = tmp_path / "ds"
+    build_dataset(out, SMALL_SPEC, "parquet", progress=False)
+    assert seen.count((str(out), str(out / "data"))) == SMALL_SPEC.num_chunks
+    assert all(src == str(out) for src, _ in seen)
 
 
 def test_refuses_a_non_empty_directory_and_keeps_it(tmp_path):
@@ -82,8 +112,43 @@ def test_overwrite_replaces_a_dataset(tmp_path):
         build_dataset(out, SMALL_SPEC, "hdf5", progress=False)
     small = LagSumSpec(num_sequences=20, seed=1)
     build_dataset(out, small, "hdf5", overwrite=True, progress=False)
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "shard-00000.h5"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "README.md", "data", "data/shard-00000.h5", "manifest.json"]
     assert open_dataset(out).spec == small
+
+
+def test_overwrite_refuses_a_foreign_readme_or_data(tmp_path):
+    """README.md and data/ are build files only when seqdata wrote them: someone's own
+    README, a file in data/ that is not a shard, data/ as a link or a file: refused."""
+    out = tmp_path / "out"
+    build_dataset(out, SMALL_SPEC, progress=False)
+    (out / "README.md").write_text("# my notes\n")
+    with pytest.raises(OutputError, match=r"not part of a seqdata dataset \(README.md\)"):
+        build_dataset(out, SMALL_SPEC, overwrite=True, progress=False)
+    build_dataset(tmp_path / "again", SMALL_SPEC, progress=False)
+    (out / "README.md").write_bytes((tmp_path / "again" / "README.md").read_bytes())
+    (out / "data" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match=r"\(data/notes.txt\)"):
+        build_dataset(out, SMALL_SPEC, overwrite=True, progress=False)
+    (out / "data" / "notes.txt").unlink()
+    before = snapshot(out)
+    elsewhere = tmp_path / "elsewhere"
+    (out / "data").rename(elsewhere)
+    (out / "data").symlink_to(elsewhere)
+    for options in ({"overwrite": True}, {"resume": True}):
+        with pytest.raises(OutputError, match=r"data is a symbolic link, expected the "
+                                              r"directory of a seqdata dataset's shards"):
+            build_dataset(out, SMALL_SPEC, progress=False, **options)
+    assert len(list(elsewhere.iterdir())) == SMALL_SPEC.num_chunks  # nothing removed there
+    (out / "data").unlink()
+    (out / "data").write_text("x")
+    with pytest.raises(OutputError, match=r"data is not a directory"):
+        build_dataset(out, SMALL_SPEC, overwrite=True, progress=False)
+    (out / "data").unlink()
+    elsewhere.rename(out / "data")
+    assert snapshot(out) == before
+    build_dataset(out, SMALL_SPEC, "parquet", overwrite=True, progress=False)
+    assert verify_dataset(out).ok
 
 
 def test_a_file_as_output_is_refused(tmp_path):
@@ -104,9 +169,9 @@ def test_shards_are_synced_before_the_manifest(tmp_path, monkeypatch):
                         lambda out, m: (events.append("write_manifest"), real_manifest(out, m)))
     out = tmp_path / "ds"
     manifest = build_dataset(out, SMALL_SPEC, workers=2, progress=False)
-    shards = [s.path for s in manifest.shards]
+    shards = [s.path.removeprefix("data/") for s in manifest.shards]
     assert len(shards) > 1
-    assert events == [*shards, out.name, "write_manifest"]
+    assert events == [*shards, "data", out.name, "write_manifest"]
 
 
 def test_reused_buffers_give_the_bytes_of_fresh_ones(tmp_path):
@@ -116,8 +181,8 @@ def test_reused_buffers_give_the_bytes_of_fresh_ones(tmp_path):
     spec = LagSumSpec(num_sequences=2500, chunk_size=1000)
     boundaries = resolve_boundaries(spec)
     reused, fresh = tmp_path / "reused", tmp_path / "fresh"
-    reused.mkdir()
-    fresh.mkdir()
+    (reused / "data").mkdir(parents=True)
+    (fresh / "data").mkdir(parents=True)
     for fmt in ("hdf5", "parquet"):
         buffers = ShardBuffers()
         for chunk in (1, 2, 0, 2):
@@ -125,7 +190,8 @@ def test_reused_buffers_give_the_bytes_of_fresh_ones(tmp_path):
             fresh_info, fresh_counts = build_shard(spec, chunk, fmt, boundaries, str(fresh))
             assert info == fresh_info
             np.testing.assert_array_equal(counts, fresh_counts)
-            name = shard_name(chunk, fmt)
+            name = shard_path(chunk, fmt)
+            assert name == f"data/{shard_name(chunk, fmt)}"
             assert (reused / name).read_bytes() == (fresh / name).read_bytes()
 
 

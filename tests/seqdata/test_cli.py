@@ -31,6 +31,7 @@ def test_generate_inspect_verify(tmp_path):
     assert ins.returncode == 0, ins.stderr
     assert "sequences  500" in ins.stdout and "length histogram (10..99)" in ins.stdout
     assert "LEAKY" not in ins.stdout
+    assert f"card       {out / 'README.md'}" in ins.stdout
     assert "expected padding of other choices" in ins.stdout and "one bucket" in ins.stdout
     plotted = run_cli("inspect", out, "--plot", tmp_path / "buckets.png")
     assert plotted.returncode == 0, plotted.stderr
@@ -68,7 +69,7 @@ def test_leaky_dataset_is_called_leaky(tmp_path):
 def test_verify_exit_code_names_the_bad_shard(tmp_path, datasets):
     path = tmp_path / "ds"
     shutil.copytree(datasets["hdf5"], path)
-    victim = path / "shard-00003.h5"
+    victim = path / "data" / "shard-00003.h5"
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))

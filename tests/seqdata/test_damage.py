@@ -16,11 +16,15 @@ TRIALS_PER_FORMAT = 30
 def test_random_damage_is_always_caught_and_named(tmp_path, datasets, fmt):
     rng = np.random.default_rng({"hdf5": 1, "parquet": 2}[fmt])
     pristine = datasets[fmt]
-    files = sorted(p.name for p in pristine.iterdir())
+    # Every file of the dataset but its card (documentation: see test_verify.py).
+    files = sorted(p.relative_to(pristine).as_posix() for p in pristine.rglob("*")
+                   if p.is_file() and p.name != "README.md")
+    assert len(files) == 6
     for trial in range(TRIALS_PER_FORMAT):
         path = tmp_path / f"t{trial}"
         shutil.copytree(pristine, path)
-        victim = path / files[int(rng.integers(len(files)))]
+        name = files[int(rng.integers(len(files)))]
+        victim = path / name
         data = bytearray(victim.read_bytes())
         offset = int(rng.integers(len(data)))
         if rng.random() < 0.5:
@@ -35,29 +39,29 @@ def test_random_damage_is_always_caught_and_named(tmp_path, datasets, fmt):
                 verify_dataset(path)
         else:
             report = verify_dataset(path)
-            assert report.bad_shards == [victim.name], what
+            assert report.bad_shards == [name], what
         shutil.rmtree(path)
 
 
 def test_reading_a_damaged_shard_stops_with_its_name(tmp_path, datasets):
     path = tmp_path / "ds"
     shutil.copytree(datasets["hdf5"], path)
-    victim = path / "shard-00002.h5"
+    victim = path / "data" / "shard-00002.h5"
     data = bytearray(victim.read_bytes())
     data[-100] ^= 0x10  # inside the values: h5py alone would read it without complaint
     victim.write_bytes(bytes(data))
     ds = open_dataset(path)
-    with pytest.raises(ShardError, match=r"shard-00002\.h5 is damaged"):
+    with pytest.raises(ShardError, match=r"data/shard-00002\.h5 is damaged"):
         for _ in ds.batches(batch_size=8):
             pass
     result = run_cli("verify", path, "--quiet")
-    assert result.returncode == 1 and "shard-00002.h5" in result.stdout
+    assert result.returncode == 1 and "data/shard-00002.h5" in result.stdout
 
 
 def test_object_dtypes_in_hdf5_are_refused(tmp_path, datasets):
     path = tmp_path / "ds"
     shutil.copytree(datasets["hdf5"], path)
-    victim = path / "shard-00001.h5"
+    victim = path / "data" / "shard-00001.h5"
     with h5py.File(victim, "r+") as f:
         group = f[sorted(k for k in f if k.startswith("bucket_"))[0]]
         n = len(group["y"])
@@ -67,4 +71,4 @@ def test_object_dtypes_in_hdf5_are_refused(tmp_path, datasets):
     reseal(path, victim)
     with pytest.raises(ShardError, match="y: expected uint8 data, found object"):
         open_dataset(path).read_shard(1)
-    assert verify_dataset(path).bad_shards == ["shard-00001.h5"]
+    assert verify_dataset(path).bad_shards == ["data/shard-00001.h5"]

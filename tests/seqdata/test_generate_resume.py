@@ -35,7 +35,7 @@ def kill_after(out, shards: int, jitter: float):
     Kill moments are counted in published shards, not timed from a probe build: a
     machine that runs slower or faster than during the probe would move them all."""
     proc = start_generate(out, "--workers", "2")
-    while proc.poll() is None and len(list(out.glob("shard-*.h5"))) < shards:
+    while proc.poll() is None and len(list(out.glob("data/shard-*.h5"))) < shards:
         time.sleep(0.001)
     time.sleep(jitter)
     with contextlib.suppress(ProcessLookupError):
@@ -54,7 +54,7 @@ def test_resume_after_sigkill_at_random_moments(tmp_path, reference):
         out = tmp_path / f"kill{trial}"
         jitter = float(rng.uniform(0, 0.01))
         kill_after(out, int(target), jitter)
-        shards = len(list(out.glob("shard-*.h5"))) if out.exists() else 0
+        shards = len(list(out.glob("data/shard-*.h5"))) if out.exists() else 0
         states.append((shards, (out / "manifest.json").exists()))
         resumed = run_cli("generate", out, *ARGS, "--resume")
         assert resumed.returncode == 0, resumed.stderr
@@ -83,11 +83,12 @@ def interrupted_build(out, monkeypatch):
 
 
 @pytest.mark.parametrize("damage", ["zero bytes", "truncated", "no footer", "flipped byte",
-                                    "missing", "left open", "torn journal", "stale manifest"])
+                                    "missing", "left open", "torn journal", "stale manifest",
+                                    "stale card"])
 def test_resume_rebuilds_damaged_or_missing_shards(tmp_path, reference, monkeypatch, damage):
     out = tmp_path / "ds"
     interrupted_build(out, monkeypatch)
-    victim = out / "shard-00007.h5"
+    victim = out / "data" / "shard-00007.h5"
     data = victim.read_bytes()
     if damage == "zero bytes":
         victim.write_bytes(b"")
@@ -99,14 +100,32 @@ def test_resume_rebuilds_damaged_or_missing_shards(tmp_path, reference, monkeypa
         victim.write_bytes(data[:100] + bytes([data[100] ^ 1]) + data[101:])
     elif damage == "missing":
         victim.unlink()
-    elif damage == "left open":  # a killed writer's temporary file, never renamed
+    elif damage == "left open":  # a killed writer's temporary file (beside the manifest)
         victim.unlink()
         (out / "shard-00007.4242.tmp.h5").write_bytes(data[: len(data) // 2])
+    elif damage == "stale card":  # killed while writing the card
+        (out / "README.4242.tmp.md").write_text("---\npretty_name: half")
     elif damage == "torn journal":  # killed while appending the last line
         journal = (out / JOURNAL_NAME).read_bytes()
         (out / JOURNAL_NAME).write_bytes(journal[:-40])
     elif damage == "stale manifest":  # killed while writing the manifest
         (out / "manifest.4242.tmp.json").write_text('{"manifest_version": 1, "kin')
+    result = run_cli("generate", out, *ARGS, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert snapshot(out) == reference
+
+
+def test_resume_of_an_interrupted_build_of_the_old_layout_rebuilds_it(tmp_path, reference,
+                                                                      monkeypatch):
+    """A journal of the old layout lists shards beside it: they are removed and every
+    shard is built again, in data/."""
+    out = tmp_path / "ds"
+    interrupted_build(out, monkeypatch)
+    for shard in sorted((out / "data").iterdir()):
+        shard.rename(out / shard.name)
+    (out / "data").rmdir()
+    journal = out / JOURNAL_NAME
+    journal.write_text(journal.read_text().replace('"path": "data/', '"path": "'))
     result = run_cli("generate", out, *ARGS, "--resume")
     assert result.returncode == 0, result.stderr
     assert snapshot(out) == reference
@@ -126,6 +145,23 @@ def test_resume_of_a_finished_build_changes_nothing(tmp_path, reference):
     build_dataset(out, KILL_SPEC, progress=False)
     assert run_cli("generate", out, *ARGS, "--resume").returncode == 0
     assert snapshot(out) == reference
+
+
+def test_resume_of_a_finished_build_writes_its_card_again(tmp_path, reference):
+    """A card removed or edited (seqdata's own) is written again; someone's own README.md
+    in its place is left alone."""
+    out = tmp_path / "ds"
+    build_dataset(out, KILL_SPEC, progress=False)
+    card = out / "README.md"
+    card.unlink()
+    assert run_cli("generate", out, *ARGS, "--resume").returncode == 0
+    assert snapshot(out) == reference
+    card.write_text(card.read_text().replace("Lag-sum sequences", "My sequences"))
+    assert run_cli("generate", out, *ARGS, "--resume").returncode == 0
+    assert snapshot(out) == reference
+    card.write_text("# my own notes\n")
+    assert run_cli("generate", out, *ARGS, "--resume").returncode == 0
+    assert card.read_text() == "# my own notes\n"
 
 
 def mount_tmpfs(path, size):
@@ -213,5 +249,5 @@ def test_a_permission_error_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(seqdata.store.atomic.os, "replace", refuse_shards)
     with pytest.raises(OutputError, match=r"cannot write .*shard-00000\.h5: Permission denied"):
         build_dataset(tmp_path / "ds", KILL_SPEC, progress=False)
-    names = sorted(p.name for p in (tmp_path / "ds").iterdir())
-    assert names == [JOURNAL_NAME]  # no shard, no temporary file, no manifest
+    names = sorted(p.relative_to(tmp_path / "ds").as_posix() for p in (tmp_path / "ds").rglob("*"))
+    assert names == [JOURNAL_NAME, "data"]  # no shard, no temporary file, no card, no manifest

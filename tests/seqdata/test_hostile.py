@@ -28,7 +28,7 @@ from seqdata import (
 )
 from seqdata.buckets import MAX_DP_POINTS, auto_boundaries
 from seqdata.store.manifest import checksum
-from tests.helpers import reseal, run_cli
+from tests.helpers import reseal, run_cli, snapshot
 
 
 def copy_of(datasets, fmt, tmp_path):
@@ -38,7 +38,7 @@ def copy_of(datasets, fmt, tmp_path):
 
 
 def first_shard(path, suffix=".h5"):
-    return sorted(path.glob(f"shard-*{suffix}"))[0]
+    return sorted(path.glob(f"data/shard-*{suffix}"))[0]
 
 
 def last_group(f):
@@ -58,7 +58,7 @@ def refused(path, *needles):
     for needle in needles:
         assert needle in message, message
     report = verify_dataset(path)
-    assert not report.ok and report.bad_shards[0].startswith("shard-00000")
+    assert not report.ok and report.bad_shards[0].startswith("data/shard-00000")
     return message
 
 
@@ -288,12 +288,14 @@ def edit_manifest(path, edit):
 
 
 @pytest.mark.parametrize(("name", "edit", "needle"), [
-    ("NUL in a path", lambda d: d["shards"][0].update(path="shard-0\x000000.h5"),
+    ("NUL in a path", lambda d: d["shards"][0].update(path="data/shard-0\x000000.h5"),
      "must be names of letters"),
-    ("a lone surrogate", lambda d: d["shards"][0].update(path="shard-\udc80.h5"),
+    ("a lone surrogate", lambda d: d["shards"][0].update(path="data/shard-\udc80.h5"),
      "must be names of letters"),
-    ("the same shard twice", lambda d: d["shards"][1].update(path="./shard-00000.h5"),
+    ("the same shard twice", lambda d: d["shards"][1].update(path="data/./shard-00000.h5"),
      "must be names of letters"),
+    ("a shard outside data/", lambda d: d["shards"][1].update(path="shard-00000.h5"),
+     "must name a file in data/"),
 ])
 def test_hostile_shard_paths(datasets, tmp_path, name, edit, needle):
     path = copy_of(datasets, "hdf5", tmp_path)
@@ -308,8 +310,8 @@ def test_hostile_shard_paths(datasets, tmp_path, name, edit, needle):
 
 def test_the_same_file_under_two_names_is_refused(datasets, tmp_path):
     path = copy_of(datasets, "hdf5", tmp_path)
-    (path / "alias.h5").symlink_to("shard-00000.h5")
-    edit_manifest(path, lambda d: d["shards"][1].update(path="alias.h5"))
+    (path / "data" / "alias.h5").symlink_to("shard-00000.h5")
+    edit_manifest(path, lambda d: d["shards"][1].update(path="data/alias.h5"))
     with pytest.raises(ManifestError, match="the same file twice"):
         open_dataset(path)
 
@@ -398,7 +400,7 @@ def test_existing_dataset_files_count_as_room(tmp_path, monkeypatch):
 
     spec = LagSumSpec(num_sequences=300, seed=1, chunk_size=64)
     build_dataset(tmp_path / "d", spec, progress=False)
-    present = sum(p.stat().st_size for p in (tmp_path / "d").iterdir())
+    present = sum(p.stat().st_size for p in (tmp_path / "d").rglob("*") if p.is_file())
     usage = shutil_module.disk_usage(tmp_path)
     # As much free space as the estimate needs beyond the files an overwrite replaces.
     free = spec.expected_bytes - present + 1
@@ -421,7 +423,7 @@ def test_journal_lines_of_the_wrong_shape_are_not_trusted(tmp_path):
     plan_line = {"plan": {"spec": plan["spec"], "format": "hdf5",
                           "boundaries": plan["boundaries"]}}
     lines = [json.dumps(plan_line),
-             json.dumps({"shard": {"path": "shard-00000.h5", "chunk": "zero", "size": [],
+             json.dumps({"shard": {"path": "data/shard-00000.h5", "chunk": "zero", "size": [],
                                    "sha256": 5, "bucket_sequences": 1,
                                    "bucket_timesteps": None}, "length_counts": "x"}),
              json.dumps({"shard": {"path": "../../etc/passwd", "chunk": 1, "size": 10,
@@ -433,5 +435,4 @@ def test_journal_lines_of_the_wrong_shape_are_not_trusted(tmp_path):
                    "--chunk-size", "64", "--resume", "--quiet", timeout=120)
     assert done.returncode == 0, done.stderr
     assert verify_dataset(out).ok
-    clean = {p.name: p.read_bytes() for p in (tmp_path / "clean").iterdir()}
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == clean
+    assert snapshot(out) == snapshot(tmp_path / "clean")

@@ -102,14 +102,24 @@ def files(out):
 
 
 def published(names):
-    """How many of ``names`` are shards at their final names."""
-    return sum(re.fullmatch(r"shard-\d{5}\.h5", name) is not None for name in names)
+    """How many of ``names`` (relative to the dataset directory) are shards at their
+    final names."""
+    return sum(re.fullmatch(r"data/shard-\d{5}\.h5", name) is not None for name in names)
+
+
+def listing(out):
+    """The names in ``out`` and in its data/, relative to ``out``."""
+    names = os.listdir(out) if out.exists() else []
+    if "data" in names:
+        with contextlib.suppress(FileNotFoundError):  # an overwrite removing it
+            names += [f"data/{n}" for n in os.listdir(out / "data")]
+    return names
 
 
 def wait_for_shards(proc, out, count=1):
     """Wait until a running build has published ``count`` shards."""
     end = time.monotonic() + 120
-    while not (out.exists() and published(os.listdir(out)) >= count):
+    while not (out.exists() and published(listing(out)) >= count):
         assert proc.poll() is None and time.monotonic() < end, proc.communicate()
         time.sleep(0.002)
 
@@ -121,7 +131,7 @@ def probe(out):
     proc = start_generate(out)
     first = last = None
     while proc.poll() is None:
-        if first is None and out.exists() and published(os.listdir(out)):
+        if first is None and out.exists() and published(listing(out)):
             first = time.monotonic() - start
         if last is None and (out / "manifest.json").exists():
             last = time.monotonic() - start

@@ -18,7 +18,12 @@ def copy(request, tmp_path, datasets):
 
 
 def shard_files(path):
-    return sorted(p for p in path.iterdir() if p.name.startswith("shard-"))
+    return sorted((path / "data").iterdir())
+
+
+def rel(path, shard):
+    """A shard's path as the manifest and verify's report name it: ``data/shard-...``."""
+    return shard.relative_to(path).as_posix()
 
 
 def test_intact_datasets_verify(copy):
@@ -34,7 +39,7 @@ def test_flipped_bytes_are_caught_and_named(copy):
         data[int(rng.integers(len(data)))] ^= 0x40
         victim.write_bytes(bytes(data))
     report = verify_dataset(copy)
-    assert report.bad_shards == [files[1].name, files[3].name]
+    assert report.bad_shards == [rel(copy, files[1]), rel(copy, files[3])]
     assert all("sha256" in p.message for p in report.problems)
 
 
@@ -43,7 +48,7 @@ def test_truncated_shards_are_caught(copy):
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) // 2])
     report = verify_dataset(copy)
-    assert report.bad_shards == [victim.name]
+    assert report.bad_shards == [rel(copy, victim)]
     assert "truncated" in report.problems[0].message
 
 
@@ -65,7 +70,7 @@ def test_labels_flag_catches_wrong_labels_with_a_valid_hash(tmp_path, datasets):
     reseal(path, victim)
     assert verify_dataset(path).ok  # bytes, schema and counts are all consistent
     report = verify_dataset(path, labels=True)
-    assert report.bad_shards == [victim.name]
+    assert report.bad_shards == [rel(path, victim)]
     assert "3 labels differ from the lag-sum rule" in report.problems[0].message
 
 
@@ -77,7 +82,7 @@ def test_structural_damage_with_a_valid_hash_is_caught(tmp_path, datasets):
         del f[sorted(k for k in f if k.startswith("bucket_"))[-1]]["ids"]
     reseal(path, victim)
     report = verify_dataset(path)
-    assert report.bad_shards == [victim.name]
+    assert report.bad_shards == [rel(path, victim)]
     assert "holds ['offsets', 'x', 'y'], expected ['ids', 'offsets', 'x', 'y']" in \
         report.problems[0].message
 
@@ -90,3 +95,20 @@ def test_leaky_datasets_verify_by_their_own_rule(tmp_path):
     report = verify_dataset(tmp_path / "leaky", labels=True)
     assert report.ok and report.leaky
     assert open_dataset(tmp_path / "leaky").manifest.leaky
+
+
+def test_the_card_is_a_note_not_damage(copy):
+    """README.md is documentation written from the manifest: edited or missing, the data
+    still verifies, with a note."""
+    from tests.helpers import run_cli
+
+    assert verify_dataset(copy).notes == ()
+    card = copy / "README.md"
+    card.write_text(card.read_text() + "\nMy own notes.\n")
+    report = verify_dataset(copy)
+    assert report.ok and report.notes == ("README.md differs from the card of this manifest "
+                                          "(edited, or written by another seqdata version)",)
+    done = run_cli("verify", copy, "--quiet")
+    assert done.returncode == 0 and f"{copy}: note: README.md differs" in done.stdout
+    card.unlink()
+    assert verify_dataset(copy).notes == ("README.md (the dataset card) is missing",)

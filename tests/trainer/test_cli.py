@@ -240,7 +240,7 @@ def test_bad_model_files_and_inputs_are_one_line_errors(bucketed_run, datasets, 
 def test_damaged_data_stops_training_cleanly(datasets, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(datasets["hdf5"], data)
-    shard = sorted(data.glob("shard-*"))[0]
+    shard = sorted(data.glob("data/shard-*"))[0]
     raw = bytearray(shard.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     shard.write_bytes(bytes(raw))
