@@ -11,12 +11,16 @@ import numpy as np
 class Batch:
     """A right-padded batch of variable-length sequences.
 
+    With ``BatchConfig.static_shapes`` a short batch ends with fill rows, which hold no
+    sequence: x and y all 0, mask all False, length 0 and id -1. They count as padding
+    (``num_timesteps``, ``padding_fraction``); ``ids >= 0`` selects the real rows.
+
     Attributes:
         x: float32 (B, L, F) values; padded steps are 0.
         y: uint8 (B, L) per-timestep labels (0 or 1); padded steps are 0.
         mask: bool (B, L), True on real steps; ``mask.sum(axis=1) == lengths``.
-        lengths: int32 (B,) real length of each sequence.
-        ids: int64 (B,) dataset-wide id of each sequence.
+        lengths: int32 (B,) real length of each sequence (0 on a fill row).
+        ids: int64 (B,) dataset-wide id of each sequence (-1 on a fill row).
     """
 
     x: np.ndarray
@@ -27,6 +31,11 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def num_sequences(self) -> int:
+        """Real sequences in the batch (its rows less any fill rows)."""
+        return int((self.ids >= 0).sum())
 
     @property
     def num_timesteps(self) -> int:

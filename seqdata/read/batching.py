@@ -6,7 +6,9 @@ groups (one per bucket, one per exact length with ``same_length``, or one for al
 padded mode), shuffled within each group and cut into batches by count or by a budget of
 timesteps; sequences that do not fill a batch are carried to the next window, so only
 the last batch of each group can be short. The window's batches are yielded in a seeded
-random order. Memory is bounded by the window and the carry, not by the dataset.
+random order. Memory is bounded by the window and the carry, not by the dataset. With
+``static_shapes`` the cut is that of ``pad_to_bucket``, and a short last batch is only
+planned with fill rows up to the full count (`Planned.size`): the order never changes.
 
 The shuffle within a group moves blocks of ``shuffle_block`` neighbours (cut at a random
 phase each epoch; see `seqdata.read.group.block_order`): a batch is then a few contiguous
@@ -23,21 +25,31 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numpy as np
 
 from seqdata.errors import SpecError
+from seqdata.read.batch import Batch
 from seqdata.read.config import BatchConfig
-from seqdata.read.group import Group, block_order
+from seqdata.read.group import FILL_ID, Group, block_order
 from seqdata.sequences import Sequences
 from seqdata.store.buffers import ReadBuffers
+
+
+def _per_batch(cfg: BatchConfig, pad_to: int) -> int | None:
+    """Sequences in a full batch padded to ``pad_to`` steps (None: a budget over each
+    batch's own longest sequence decides)."""
+    if cfg.size is not None:
+        return cfg.size
+    return max(cfg.max_timesteps // pad_to, 1) if pad_to else None
 
 
 def _cut(lengths: np.ndarray, cfg: BatchConfig, pad_to: int) -> list[int]:
     """Where batches end over sequences of ``lengths`` in order (the stop of each)."""
     n = len(lengths)
-    if cfg.size is not None or pad_to:
-        per_batch = cfg.size or max(cfg.max_timesteps // pad_to, 1)
+    per_batch = _per_batch(cfg, pad_to)
+    if per_batch is not None:
         return [*range(per_batch, n, per_batch), n]
     budget = cfg.max_timesteps
     stops, start = [], 0
@@ -71,9 +83,43 @@ def _group_parts(parts: list[Sequences], cfg: BatchConfig) -> Iterator[tuple[int
 ShardLoader = Callable[[int, ReadBuffers], list[Sequences]]
 
 
+class Planned(NamedTuple):
+    """One batch of an epoch, planned but not yet padded: rows ``rows`` of ``group``,
+    padded to at least ``pad_to`` steps and filled up to ``size`` rows (``size`` is
+    ``len(rows)`` unless ``static_shapes`` fills a short batch)."""
+
+    group: Group
+    rows: np.ndarray
+    pad_to: int
+    size: int
+
+    @property
+    def ids(self) -> np.ndarray:
+        """The batch's ids, ``FILL_ID`` (-1) on its fill rows."""
+        fill = np.full(self.size - len(self.rows), FILL_ID, np.int64)
+        return np.concatenate((self.group.ids[self.rows], fill))
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """The batch's lengths, 0 on its fill rows."""
+        return np.concatenate((self.group.lengths[self.rows],
+                               np.zeros(self.size - len(self.rows), np.int64)))
+
+    def pad(self) -> Batch:
+        """The padded `Batch`."""
+        return self.group.pad(self.rows, self.pad_to, self.size)
+
+
+def pad_length(cfg: BatchConfig, key: int, boundaries: tuple[int, ...]) -> int:
+    """The length every batch of group ``key`` is padded to (0: its longest sequence)."""
+    if cfg.mode == "padded":
+        return boundaries[-1] if cfg.static_shapes else 0
+    return boundaries[key] if cfg.pad_to_bucket or cfg.static_shapes else 0
+
+
 def plan_batches(num_shards: int, load: ShardLoader, cfg: BatchConfig,
-                 boundaries: tuple[int, ...]) -> Iterator[tuple[Group, np.ndarray, int]]:
-    """The epoch's batches as (group, rows, pad_to), before padding.
+                 boundaries: tuple[int, ...]) -> Iterator[Planned]:
+    """The epoch's batches, before padding.
 
     A group may be a view of buffers that are reused once the next window is read:
     use each item before asking for the next one.
@@ -92,7 +138,7 @@ def plan_batches(num_shards: int, load: ShardLoader, cfg: BatchConfig,
         for key in sorted(members):
             # pop: each group's pieces are freed with it, so a window is held once.
             group = Group.of(members.pop(key))
-            pad_to = boundaries[key] if cfg.pad_to_bucket else 0
+            pad_to = pad_length(cfg, key, boundaries)
             rows = (block_order(group.sizes, cfg.shuffle_block, rng) if cfg.shuffle
                     else np.arange(len(group)))
             stops = _cut(group.lengths[rows], cfg, pad_to)
@@ -107,7 +153,10 @@ def plan_batches(num_shards: int, load: ShardLoader, cfg: BatchConfig,
                     carry[key] = group.take(rows[tail_start:])
                 elif not cfg.drop_remainder:
                     batches.append((tail_start, len(group)))
-            pending += [(group, rows[a:e], pad_to) for a, e in batches]
+            # With static_shapes every batch has a full batch's count (fill rows make up
+            # the short last one); the cut stays that of pad_to_bucket.
+            full = (_per_batch(cfg, pad_to) or 0) if cfg.static_shapes else 0
+            pending += [Planned(group, rows[a:e], pad_to, max(e - a, full)) for a, e in batches]
         for i in rng.permutation(len(pending)) if cfg.shuffle else range(len(pending)):
             yield pending[i]
         pending.clear()  # free this window before the next is read
@@ -145,8 +194,9 @@ def check_budget(cfg: BatchConfig, boundaries: tuple[int, ...], max_length: int)
     """Raise SpecError if a budget is smaller than the longest (padded) sequence."""
     if cfg.max_timesteps is None:
         return
-    longest = boundaries[-1] if cfg.pad_to_bucket else max_length
+    padded = cfg.pad_to_bucket or cfg.static_shapes
+    longest = boundaries[-1] if padded else max_length
     if cfg.max_timesteps < longest:
         raise SpecError(f"max_timesteps must be >= {longest} (the longest "
-                        f"{'padded ' if cfg.pad_to_bucket else ''}sequence), "
+                        f"{'padded ' if padded else ''}sequence), "
                         f"got {cfg.max_timesteps}")

@@ -15,6 +15,8 @@ from seqdata.errors import SpecError
 MODES = ("bucketed", "padded")
 DEFAULT_BATCH_SIZE = 1000
 DEFAULT_SHUFFLE_BLOCK = 32
+# Fields that `BatchConfig.to_dict` writes only when they differ from their default.
+LATER_FIELDS = ("static_shapes",)
 
 
 @dataclass(frozen=True)
@@ -28,8 +30,16 @@ class BatchConfig:
         seed, epoch: what every random choice of the epoch is drawn from.
         shuffle: shuffle shard order, order within groups and batch order (default on).
         pad_to_bucket: bucketed only: pad every batch to its bucket's upper bound, so that
-            there are only as many distinct shapes as buckets.
+            a bucket's full batches share one shape (its short last batch is a shape of
+            its own; ``static_shapes`` removes those too).
         same_length: bucketed only: every batch holds sequences of one single length.
+        static_shapes: every batch of a group has one shape, for jitted steps. Bucketed:
+            as ``pad_to_bucket`` (which it implies), and a group's short last batch is
+            filled up to the full count (``batch_size``, or ``max_timesteps // bound``)
+            with fill rows: x zeros, y 0, mask all False, length 0, id -1. Padded: every
+            batch is padded to the longest boundary and filled likewise (one shape).
+            Batches are cut as with ``pad_to_bucket``: removing the fill rows gives
+            exactly those batches. Not with ``same_length`` (one shape per length).
         drop_remainder: drop the last, short batch of each group.
         window_shards: shards read into memory at a time.
         shuffle_block: neighbours shuffled together as one block (1: every sequence alone).
@@ -53,6 +63,7 @@ class BatchConfig:
     shuffle_block: int = DEFAULT_SHUFFLE_BLOCK
     read_ahead: bool = True
     start: int = 0
+    static_shapes: bool = False
 
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, MODES)
@@ -64,10 +75,14 @@ class BatchConfig:
             check_int(name, getattr(self, name), 1)
         for name in ("seed", "epoch", "start"):
             check_int(name, getattr(self, name), 0)
-        for name in ("shuffle", "pad_to_bucket", "same_length", "drop_remainder", "read_ahead"):
+        for name in ("shuffle", "pad_to_bucket", "same_length", "drop_remainder", "read_ahead",
+                     "static_shapes"):
             check_bool(name, getattr(self, name))
         if self.mode == "padded" and (self.pad_to_bucket or self.same_length):
             raise SpecError("pad_to_bucket and same_length apply to bucketed mode only")
+        if self.static_shapes and self.same_length:
+            raise SpecError("static_shapes cannot be combined with same_length "
+                            "(that is one shape per length); expected one of them")
 
     @property
     def size(self) -> int | None:
@@ -77,8 +92,13 @@ class BatchConfig:
         return self.batch_size or DEFAULT_BATCH_SIZE
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (as a run's config.json records it)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """JSON-ready form (as a run's config.json records it).
+
+        Fields added after runs were first recorded are left out while they hold their
+        default, so that the config.json of an older run still equals a resumed run's.
+        """
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name not in LATER_FIELDS or getattr(self, f.name) != f.default}
 
 
 OPTION_NAMES = tuple(f.name for f in fields(BatchConfig))

@@ -7,7 +7,7 @@ it does not use.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ import numpy as np
 
 from seqdata.errors import ShardError
 from seqdata.read.batch import Batch
-from seqdata.read.batching import ShardLoader, check_budget, plan_batches
+from seqdata.read.batching import Planned, ShardLoader, check_budget, plan_batches
 from seqdata.read.config import BatchConfig, as_config
 from seqdata.sequences import Sequences
 from seqdata.spec import LagSumSpec
@@ -146,31 +146,36 @@ class Dataset:
         return Sequences.concat([p for i in range(len(self.shards)) for p in self.read_shard(i)],
                                 self.num_features)
 
-    def batches(self, config: BatchConfig | str = "bucketed", /,
+    def batches(self, config: BatchConfig | str = "bucketed", /, *,
+                select: Callable[[int], bool] | None = None,
                 **options: Any) -> Iterator[Batch]:
         """One epoch of batches, as ``config`` (a `BatchConfig`) says.
 
         For convenience a mode and options work too: ``batches("padded", batch_size=8)``
-        is ``batches(BatchConfig("padded", batch_size=8))``.
+        is ``batches(BatchConfig("padded", batch_size=8))``. With ``select``, only batches
+        ``k`` (index in the epoch) with ``select(k)`` true are padded and yielded; the
+        others are planned, never materialized (a loader worker's share).
         """
         cfg = as_config(config, **options)
         planned = self._plan(cfg, lambda i, buffers: self.read_shard(i, buffers=buffers))
-        for k, (group, rows, pad_to) in enumerate(planned):
-            if k >= cfg.start:
-                yield group.pad(rows, pad_to)
+        for k, batch in enumerate(planned):
+            if k >= cfg.start and (select is None or select(k)):
+                yield batch.pad()
 
     def plan(self, config: BatchConfig | str = "bucketed", /,
              **options: Any) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(ids, lengths) of every batch of the epoch, reading only lengths and ids."""
+        """(ids, lengths) of every batch of the epoch, reading only lengths and ids: the
+        ``ids`` and ``lengths`` of what :meth:`batches` yields, fill rows (id -1, length
+        0, with ``static_shapes``) included."""
         cfg = replace(as_config(config, **options), read_ahead=False)
         planned = self._plan(cfg, lambda i, _: self.read_shard(i, values=False))
-        return [(group.ids[rows], group.lengths[rows]) for group, rows, _ in planned]
+        return [(batch.ids, batch.lengths) for batch in planned]
 
     def num_batches(self, config: BatchConfig | str = "bucketed", /, **options: Any) -> int:
         """How many batches :meth:`batches` with the same config yields."""
         return len(self.plan(config, **options))
 
-    def _plan(self, cfg: BatchConfig, load: ShardLoader):
+    def _plan(self, cfg: BatchConfig, load: ShardLoader) -> Iterator[Planned]:
         check_budget(cfg, self.boundaries, self.spec.lengths.high)
         return plan_batches(len(self.shards), load, cfg, self.boundaries)
 

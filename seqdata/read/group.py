@@ -23,6 +23,8 @@ from seqdata.sequences import Sequences, step_index
 # Copy run by run while a batch holds at most one run per this many sequences; with
 # more (and shorter) runs, one gather per (part, length) costs less Python.
 ROWS_PER_RUN = 4
+# The id of a fill row (see `Group.pad`); real ids are >= 0.
+FILL_ID = -1
 
 
 @dataclass(frozen=True)
@@ -75,14 +77,18 @@ class Group:
         cuts = np.flatnonzero(split) + 1
         return [0, *cuts.tolist()], [*cuts.tolist(), len(rows)]
 
-    def pad(self, rows: np.ndarray, pad_to: int = 0) -> Batch:
-        """Right-pad rows ``rows`` into a `Batch` (length: their longest, or ``pad_to``)."""
+    def pad(self, rows: np.ndarray, pad_to: int = 0, size: int = 0) -> Batch:
+        """Right-pad rows ``rows`` into a `Batch` (length: their longest, or ``pad_to``),
+        filled up to ``size`` rows with fill rows (all padding, length 0, id -1)."""
         lengths = self.lengths[rows]
         width = max(int(lengths.max(initial=0)), pad_to)
         features = self.parts[0].x.shape[1] if self.parts else 0
+        real, fill = len(rows), max(size - len(rows), 0)
         # Only the padding is zeroed: writing zeros everywhere first would cost a pass.
-        x = np.empty((len(rows), width, features), np.float32)
-        y = np.empty((len(rows), width), np.uint8)
+        x = np.empty((real + fill, width, features), np.float32)
+        y = np.empty((real + fill, width), np.uint8)
+        x[real:] = 0
+        y[real:] = 0
         firsts, stops = self._runs(rows, same_length=True)
         if len(firsts) * ROWS_PER_RUN <= len(rows):
             heads = rows[firsts]
@@ -102,8 +108,12 @@ class Group:
                 y[same, :n] = y_windows[starts]
                 x[same, n:] = 0
                 y[same, n:] = 0
+        ids = self.ids[rows]
+        if fill:
+            lengths = np.concatenate((lengths, np.zeros(fill, lengths.dtype)))
+            ids = np.concatenate((ids, np.full(fill, FILL_ID, ids.dtype)))
         mask = np.arange(width) < lengths[:, None]
-        return Batch(x, y, mask, lengths.astype(np.int32), self.ids[rows])
+        return Batch(x, y, mask, lengths.astype(np.int32), ids)
 
     def _windows_of(self, part: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """`windows` of length ``n`` over a part's x and y, made once per group."""

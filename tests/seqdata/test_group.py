@@ -113,7 +113,7 @@ def test_hdf5_shards_rewritten_with_chunked_datasets_still_read(datasets, tmp_pa
 
     copy = tmp_path / "repacked"
     shutil.copytree(datasets["hdf5"], copy)
-    shard = sorted(copy.glob("shard-*.h5"))[0]
+    shard = sorted(copy.glob("data/shard-*.h5"))[0]
     with h5py.File(shard, "r") as f:
         groups = {g: {k: f[g][k][()] for k in f[g]} for g in f}
         attrs = dict(f.attrs)
