@@ -142,6 +142,51 @@ def bench_read(spec: LagSumSpec, scratch: Path, repeat: int, peer_sequences: int
     return rows
 
 
+def _consume(batches, wait: float) -> None:
+    """Touch every batch (one value a sequence), then wait ``wait`` seconds as a step would."""
+    for batch in batches:
+        x = batch["x"] if isinstance(batch, dict) else batch.x
+        x[:, 0, 0].sum()
+        if wait:
+            time.sleep(wait)
+
+
+def bench_torch(scratch: Path, repeat: int) -> list[dict]:
+    """`seqdata.torch.loader`'s epoch of tensors against the numpy batches it comes from:
+    0 workers, and 2 workers (each plans the whole epoch, reading every shard, and pads
+    only its own batches, which then cross a pipe), with a consumer that only touches
+    each batch, and with one that also waits 2 ms a batch (as a GPU step does).
+    """
+    try:
+        from seqdata.torch import BatchDataset, loader  # BatchDataset imports torch
+    except ImportError as e:
+        print(f"# torch rows skipped: {e}", file=sys.stderr)
+        return []
+    rows = []
+    config = BatchConfig(batch_size=1000)
+    for fmt in ("hdf5", "parquet"):
+        ds = open_dataset(scratch / f"gen-{fmt}-1")
+        for index in range(len(ds.shards)):
+            ds.check_hash(index)  # as in every epoch after the first
+        for wait in (0.0, 0.002):
+            label = f", step waits {wait * 1e3:.0f} ms" if wait else ""
+            base = timed(lambda ds=ds, wait=wait: _consume(ds.batches(config), wait), repeat)
+            rows.append({"benchmark": "torch", "case": f"{fmt}, numpy batches{label}",
+                         "seconds": base, "timesteps_per_s": ds.num_timesteps / base})
+            for workers in (0, 2):
+                seconds = timed(lambda ds=ds, w=workers, wait=wait: _consume(
+                    loader(BatchDataset(ds, config), num_workers=w), wait), repeat)
+                rows.append({"benchmark": "torch",
+                             "case": f"{fmt}, tensors, {workers} workers{label}",
+                             "seconds": seconds, "timesteps_per_s": ds.num_timesteps / seconds,
+                             "vs_numpy": base / seconds})
+        # What each of the 2 workers pays before its own batches: planning the epoch.
+        seconds = timed(lambda ds=ds: _consume(ds.batches(config, select=lambda k: False), 0),
+                        repeat)
+        rows.append({"benchmark": "torch", "case": f"{fmt}, a worker's share: plan, pad none",
+                     "seconds": seconds})
+    return rows
+
 def peak_memory(path: Path, options: dict) -> int:
     """Peak resident memory (bytes) of a fresh process that streams one epoch of ``path``."""
     # VmHWM, not ru_maxrss: the latter keeps the parent's peak across fork and exec.
@@ -187,7 +232,8 @@ def print_table(rows: list[dict]) -> None:
         rate = f"{r['timesteps_per_s'] / 1e6:.2f}" if "timesteps_per_s" in r else ""
         pad = f"{r['padding']:.1%}" if "padding" in r else ""
         other = (f"{r['peak_rss_mb']:.0f} MiB" if "peak_rss_mb" in r else
-                 f"{r['input_wait']:.1%} wait" if "input_wait" in r else "")
+                 f"{r['input_wait']:.1%} wait" if "input_wait" in r else
+                 f"{r['vs_numpy']:.0%} of numpy" if "vs_numpy" in r else "")
         print(f"{r['benchmark']:<16} {r['case']:<52} {seconds:>8} {rate:>14} {pad:>8} "
               f"{other:>12}")
 
@@ -209,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         rows = bench_generate(spec, scratch, repeat)
         rows += bench_read(spec, scratch, repeat, peer_sequences=20_000 if args.quick else 50_000)
+        rows += bench_torch(scratch, repeat)
         rows += bench_memory(spec, scratch)
         rows += bench_train(scratch, steps=10 if args.quick else 60)
     finally:

@@ -1,0 +1,310 @@
+"""`seqdata.torch.BatchDataset` and `loader`: the epoch split between DataLoader workers
+in `Dataset.batches`' order, exact resume, and `pad_collate` for rows of variable length."""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+import seqdata.torch as st
+from seqdata import BatchConfig, SpecError
+from seqdata.torch import BatchDataset, loader, pad_collate
+
+CONFIGS = {
+    "bucketed budget": BatchConfig(max_timesteps=800, seed=3),
+    "padded": BatchConfig("padded", batch_size=16, seed=4),
+}
+
+
+def assert_same_batches(got: list[dict], expected: list) -> None:
+    """Tensors ``got`` hold exactly the numpy batches ``expected``, in order."""
+    assert len(got) == len(expected)
+    for t, batch in zip(got, expected, strict=True):
+        for name in st.FIELDS:
+            np.testing.assert_array_equal(t[name].numpy(), getattr(batch, name))
+
+
+def ids_of(batches) -> list[int]:
+    """The ids of dicts of tensors or of `Batch`es, in order."""
+    return [int(i) for b in batches for i in (b["ids"] if isinstance(b, dict) else b.ids)]
+
+
+@pytest.fixture(params=["hdf5", "parquet"])
+def dataset(request, h5_dataset, pq_dataset):
+    return h5_dataset if request.param == "hdf5" else pq_dataset
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create 3 worker processes")
+@pytest.mark.parametrize("workers", [2, 3])
+@pytest.mark.parametrize("case", sorted(CONFIGS))
+def test_workers_split_the_epoch_in_the_datasets_order(dataset, case, workers):
+    config = CONFIGS[case]
+    data = BatchDataset(dataset, config)
+    assert isinstance(data, IterableDataset)
+    got = list(DataLoader(data, batch_size=None, num_workers=workers))
+    assert_same_batches(got, list(dataset.batches(config)))
+    assert sorted(ids_of(got)) == list(range(dataset.num_sequences))  # no duplicate, no gap
+
+
+def test_loader_yields_the_same_batches_with_and_without_workers(pq_dataset):
+    config = CONFIGS["bucketed budget"]
+    expected = list(pq_dataset.batches(config))
+    for workers in (0, 2):
+        got = list(loader(BatchDataset(pq_dataset.root, config), num_workers=workers))
+        assert_same_batches(got, expected)
+
+
+def test_a_worker_pads_only_its_own_batches(h5_dataset, monkeypatch):
+    config = CONFIGS["padded"]
+    padded = []
+    original = h5_dataset.batches
+
+    def counting(cfg, *, select=None):
+        for batch in original(cfg, select=select):
+            padded.append(batch)
+            yield batch
+
+    monkeypatch.setattr(h5_dataset, "batches", counting)
+    monkeypatch.setattr(st, "_worker", lambda: (1, 2))
+    got = list(BatchDataset(h5_dataset, config))
+    expected = list(original(config))
+    assert len(padded) == len(got) == len(expected[1::2])
+    assert_same_batches(got, expected[1::2])
+
+
+def test_pin_memory_is_accepted(h5_dataset):
+    config = CONFIGS["padded"]
+    expected = list(h5_dataset.batches(config))
+    with warnings.catch_warnings():
+        # CPU-only torch warns that there is nothing to pin into, and does not pin.
+        warnings.simplefilter("ignore")
+        got = list(DataLoader(BatchDataset(h5_dataset, config), batch_size=None,
+                              num_workers=2, pin_memory=True))
+    assert_same_batches(got, expected)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # `loader` pins only where it can: no warning
+        got = list(loader(BatchDataset(h5_dataset, config), num_workers=2, pin_memory=True))
+    assert_same_batches(got, expected)
+    assert all(t["x"].is_pinned() for t in got) == st._can_pin()
+
+
+def test_the_class_is_made_once_and_instances_pickle(h5_dataset):
+    assert st.BatchDataset is BatchDataset and "BatchDataset" in dir(st)
+    data = BatchDataset(h5_dataset, CONFIGS["padded"])
+    next(iter(data))
+    copy = pickle.loads(pickle.dumps(data))
+    assert type(copy) is BatchDataset
+    assert copy.state_dict() == data.state_dict() == {"epoch": 0, "start": 1}
+    assert_same_batches(list(copy), list(h5_dataset.batches(CONFIGS["padded"], start=1)))
+
+
+def test_spawned_workers_reopen_the_dataset(pq_dataset):
+    config = CONFIGS["padded"]
+    data = BatchDataset(pq_dataset.root, config)
+    got = list(loader(data, num_workers=1, multiprocessing_context="spawn"))
+    assert_same_batches(got, list(pq_dataset.batches(config)))
+    assert data.state_dict() == {"epoch": 1, "start": 0}
+
+
+def test_len_is_what_the_next_pass_yields(h5_dataset):
+    config = CONFIGS["bucketed budget"]
+    data = BatchDataset(h5_dataset, config)
+    n = h5_dataset.num_batches(config)
+    assert len(data) == n
+    for _ in itertools.islice(data, 3):
+        pass
+    assert len(data) == n - 3
+    assert len(loader(data, num_workers=2)) == n - 3
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_mid_epoch_gives_the_rest_of_the_epoch(dataset, workers):
+    config = CONFIGS["bucketed budget"]
+    expected = list(dataset.batches(config))
+    first = BatchDataset(dataset.root, config)
+    head = list(itertools.islice(loader(first, num_workers=workers), 5))
+    state = first.state_dict()
+    assert state == {"epoch": 0, "start": 5}
+    second = BatchDataset(dataset.root, config)
+    second.load_state_dict(state)
+    tail = list(loader(second, num_workers=workers))
+    assert_same_batches(head + tail, expected)
+    assert second.state_dict() == {"epoch": 1, "start": 0}
+
+
+def test_resume_without_a_loader_and_without_workers(h5_dataset):
+    config = CONFIGS["padded"]
+    expected = list(h5_dataset.batches(config))
+    first = BatchDataset(h5_dataset, config)
+    head = list(itertools.islice(DataLoader(first, batch_size=None), 4))
+    second = BatchDataset(h5_dataset, config)
+    second.load_state_dict(first.state_dict())
+    assert_same_batches(head + list(second), expected)
+
+
+def test_a_complete_epoch_moves_on_to_the_next(h5_dataset):
+    config = CONFIGS["bucketed budget"]
+    data = BatchDataset(h5_dataset, config)
+    first = list(loader(data, num_workers=2))
+    assert data.state_dict() == {"epoch": 1, "start": 0}
+    assert_same_batches(list(loader(data, num_workers=2)),
+                        list(h5_dataset.batches(config, epoch=1)))
+    assert ids_of(first) != ids_of(h5_dataset.batches(config, epoch=1))
+    data.set_epoch(0)
+    assert_same_batches(list(data), list(h5_dataset.batches(config)))
+    assert data.state_dict() == {"epoch": 1, "start": 0}
+
+
+def test_set_epoch_reaches_plain_dataloader_workers(pq_dataset):
+    config = CONFIGS["padded"]
+    data = BatchDataset(pq_dataset, config)
+    data.set_epoch(3)
+    got = list(DataLoader(data, batch_size=None, num_workers=2))
+    assert_same_batches(got, list(pq_dataset.batches(config, epoch=3)))
+
+
+def take_as_worker(monkeypatch, data, worker: int, workers: int, n: int):
+    """``n`` batches of ``data`` as worker ``worker`` of ``workers``, and its state then."""
+    monkeypatch.setattr(st, "_worker", lambda: (worker, workers))
+    got = list(itertools.islice(data, n))
+    return got, data.state_dict()
+
+
+def test_per_worker_states_resume_each_worker_as_statefuldataloader_does(h5_dataset,
+                                                                         monkeypatch):
+    # torchdata's StatefulDataLoader asks each worker's dataset for its state after the
+    # batches it handed out and loads it back into the same worker on resume.
+    config = CONFIGS["bucketed budget"]
+    expected = list(h5_dataset.batches(config, start=2))
+    workers, states, got = 3, [], {}
+    for k, n in enumerate((3, 2, 2)):  # 7 batches from start 2 consumed: 2..8
+        data = BatchDataset(h5_dataset, config, start=2)
+        got[k], state = take_as_worker(monkeypatch, data, k, workers, n)
+        states.append(state)
+    assert states[0] == {"epoch": 0, "start": 2, "next": 11, "workers": 3}
+    for k, state in enumerate(states):
+        data = pickle.loads(pickle.dumps(BatchDataset(h5_dataset, config, start=2)))
+        monkeypatch.setattr(st, "_worker", lambda k=k: (k, workers))
+        data.load_state_dict(state)
+        got[k] += list(data)
+        assert data.state_dict() == {"epoch": 1, "start": 0, "next": k, "workers": 3}
+    for k in range(workers):
+        assert_same_batches(got[k], expected[k::workers])
+
+
+class LoadState:
+    """A worker_init_fn loading each worker's own state (as StatefulDataLoader does)."""
+
+    def __init__(self, states: list[dict]) -> None:
+        self.states = states
+
+    def __call__(self, worker_id: int) -> None:
+        get_worker_info().dataset.load_state_dict(self.states[worker_id])
+
+
+def test_worker_states_resume_in_real_workers(pq_dataset):
+    config = CONFIGS["padded"]
+    expected = list(pq_dataset.batches(config))
+    states = [{"epoch": 0, "start": 0, "next": 4, "workers": 2},
+              {"epoch": 0, "start": 0, "next": 5, "workers": 2}]
+    got = list(DataLoader(BatchDataset(pq_dataset, config), batch_size=None, num_workers=2,
+                          worker_init_fn=LoadState(states)))
+    assert_same_batches(got, expected[4:])
+
+
+def test_bad_arguments_are_one_line_errors(h5_dataset, monkeypatch):
+    with pytest.raises(SpecError, match="source must be a dataset directory"):
+        BatchDataset(42)
+    with pytest.raises(SpecError, match="max_timesteps must be >= "):
+        BatchDataset(h5_dataset, max_timesteps=5)
+    with pytest.raises(SpecError, match="unknown batching options"):
+        BatchDataset(h5_dataset, bacth_size=4)
+    data = BatchDataset(h5_dataset)
+    with pytest.raises(SpecError, match="epoch must be an integer >= 0"):
+        data.set_epoch(-1)
+    with pytest.raises(SpecError, match="state must be a dict with 'epoch' and 'start'"):
+        data.load_state_dict({"epoch": 0})
+    with pytest.raises(SpecError, match=r"state\['start'\] must be an integer"):
+        data.load_state_dict({"epoch": 0, "start": -2})
+    with pytest.raises(SpecError, match=r"state\['workers'\] must be 1"):
+        data.load_state_dict({"epoch": 0, "start": 0, "next": 1, "workers": 2})
+    monkeypatch.setattr(st, "_worker", lambda: (0, 2))
+    with pytest.raises(SpecError, match=r"must be a batch of worker 0: the state is worker 1"):
+        data.load_state_dict({"epoch": 0, "start": 0, "next": 1, "workers": 2})
+    monkeypatch.undo()
+    with pytest.raises(SpecError, match=r"dataset must be a seqdata\.torch\.BatchDataset"):
+        loader(h5_dataset)
+    with pytest.raises(SpecError, match="batch_size is not a loader option"):
+        loader(data, batch_size=8)
+    with pytest.raises(SpecError, match="persistent_workers must be false"):
+        loader(data, num_workers=2, persistent_workers=True)
+    with pytest.raises(SpecError, match="num_workers must be an integer >= 0"):
+        loader(data, num_workers=-1)
+
+
+# --- pad_collate ------------------------------------------------------------------------
+
+
+def test_pad_collate_pads_rows_of_any_form():
+    x = np.random.default_rng(0).random((7, 5), dtype=np.float32)
+    rows = [{"x": x[:3].tolist(), "y": [1, 0, 1], "id": 4, "length": 3},
+            {"x": x[3:7], "y": np.array([0, 1, 1, 0], np.uint8), "id": np.int64(9)},
+            {"x": torch.from_numpy(x[:0].copy()), "y": torch.zeros(0), "id": torch.tensor(2)}]
+    b = pad_collate(rows)
+    assert {k: (v.dtype, tuple(v.shape)) for k, v in b.items()} == {
+        "x": (torch.float32, (3, 4, 5)), "y": (torch.uint8, (3, 4)),
+        "mask": (torch.bool, (3, 4)), "lengths": (torch.int32, (3,)), "ids": (torch.int64, (3,))}
+    assert b["lengths"].tolist() == [3, 4, 0] and b["ids"].tolist() == [4, 9, 2]
+    assert b["mask"].tolist() == [[True] * 3 + [False], [True] * 4, [False] * 4]
+    np.testing.assert_array_equal(b["x"][0, :3].numpy(), x[:3])
+    np.testing.assert_array_equal(b["x"][1].numpy(), x[3:7])
+    assert not b["x"][~b["mask"]].any() and b["y"][1].tolist() == [0, 1, 1, 0]
+    assert sorted(pad_collate([{"x": [[0.0]]}])) == ["lengths", "mask", "x"]
+
+
+def test_pad_collate_refuses_bad_rows():
+    with pytest.raises(SpecError, match="rows must be a non-empty list"):
+        pad_collate([])
+    with pytest.raises(SpecError, match=r"rows\[1\] must be a mapping with 'x'"):
+        pad_collate([{"x": [[1.0]]}, {"y": [1]}])
+    with pytest.raises(SpecError, match=r"rows\[1\]\['x'\] must be \(length, 2\)"):
+        pad_collate([{"x": [[1.0, 2.0]]}, {"x": [[1.0]]}])
+    with pytest.raises(SpecError, match=r"rows\[0\]\['length'\] must be the length of its x"):
+        pad_collate([{"x": [[1.0]], "length": 2}])
+    with pytest.raises(SpecError, match=r"rows\[0\]\['y'\] must be \(1,\) like its x"):
+        pad_collate([{"x": [[1.0]], "y": [1, 0]}])
+    with pytest.raises(SpecError, match=r"labels in 0..255"):
+        pad_collate([{"x": [[1.0]], "y": [300]}])
+
+
+@pytest.mark.parametrize("form", [None, "numpy", "torch"])
+def test_hugging_face_rows_of_the_parquet_shards_through_pad_collate(pq_dataset, tmp_path,
+                                                                     form):
+    datasets = pytest.importorskip("datasets")
+    files = [str(pq_dataset.shard_path(info)) for info in pq_dataset.shards]
+    rows = datasets.Dataset.from_parquet(files, cache_dir=str(tmp_path))
+    if form is not None:
+        rows = rows.with_format(form)
+    torch.manual_seed(0)
+    batches = list(DataLoader(rows, batch_size=32, shuffle=True, collate_fn=pad_collate))
+    ids = ids_of(batches)
+    assert sorted(ids) == list(range(pq_dataset.num_sequences)) and ids != sorted(ids)
+    every = pq_dataset.read_all()
+    where = {int(i): k for k, i in enumerate(every.ids)}
+    for b in batches:
+        assert b["x"].dtype == torch.float32 and b["y"].dtype == torch.uint8
+        assert torch.equal(b["mask"].sum(1), b["lengths"].long())
+        assert not b["x"][~b["mask"]].any()
+        for row, i in enumerate(b["ids"].tolist()):
+            k = where[i]
+            a, e = every.offsets[k], every.offsets[k + 1]
+            n = int(b["lengths"][row])
+            assert n == e - a
+            np.testing.assert_array_equal(b["x"][row, :n].numpy(), every.x[a:e])
+            np.testing.assert_array_equal(b["y"][row, :n].numpy(), every.y[a:e])
