@@ -8,24 +8,30 @@ inferred from the first batches. TensorFlow is imported on first use, not with t
 >>> import seqdata, seqdata.tf, tempfile
 >>> d = tempfile.mkdtemp()
 >>> _ = seqdata.build_dataset(d, seqdata.LagSumSpec(num_sequences=40), progress=False)
->>> config = seqdata.BatchConfig("padded", batch_size=8)
->>> data = seqdata.tf.tf_dataset(seqdata.open_dataset(d), config)
+>>> data = seqdata.tf.dataset(d, mode="padded", batch_size=8, seed=1)
 >>> x, y, weights = next(iter(data))
 >>> x.shape[0], y.shape[-1], weights.shape == x.shape[:2]
 (8, 2, True)
+>>> data.element_spec[0].shape.as_list()
+[None, None, 5]
+
+`dataset` is the one call for TensorFlow users; `tf_dataset` takes an open dataset and a
+`BatchConfig`; `trainer` uses `to_tf_dataset` on its own batch stream.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from seqdata.read.batch import Batch
-from seqdata.read.config import BatchConfig
+from seqdata.read.config import BatchConfig, as_config
+from seqdata.read.dataset import open_dataset
 from seqdata.read.stream import BatchSource, BatchStream
 
 if TYPE_CHECKING:
@@ -113,6 +119,24 @@ def tf_dataset(source: BatchSource, config: BatchConfig, *,
     stream = BatchStream(source, config, start=config.start, repeat=repeat)
     size = None if repeat else max(stream.epoch_size(config.epoch) - config.start, 0)
     return to_tf_dataset(keras_batches(stream), _num_features(source), size)
+
+
+def dataset(source: BatchSource | str | os.PathLike[str],
+            config: BatchConfig | str = "bucketed", /, *, repeat: bool = False,
+            **options: Any) -> tf.data.Dataset:
+    """The batches of a dataset directory (or open `seqdata.Dataset`) as a prefetched
+    ``tf.data.Dataset`` of ``(x, one_hot_y, sample_weight)``: float32 ``(B, None, F)``,
+    ``(B, None, 2)`` and ``(B, None)``, the mask as per-timestep weights.
+
+    ``config`` and ``options`` are those of `Dataset.batches` (a `BatchConfig`, or a mode
+    and its fields: ``dataset(d, "bucketed", max_timesteps=50_000, seed=0)``), so the
+    batches are those of ``Dataset.batches`` with the same options, in the same order.
+    The element's time axis is ``None`` in the signature (every batch may have its own
+    length), as in `trainer`; with ``repeat``, epochs follow each other endlessly.
+    """
+    if isinstance(source, str | os.PathLike):
+        source = open_dataset(Path(source))
+    return tf_dataset(source, as_config(config, **options), repeat=repeat)
 
 
 def _num_features(source: Any) -> int:

@@ -22,7 +22,7 @@ LAYERS = {
     "seqdata.generate": 2,
     "seqdata.store": 3,
     "seqdata.read": 4,
-    "seqdata.tf": 5, "seqdata.torch": 5, "seqdata.jax": 5,
+    "seqdata.tf": 5, "seqdata.torch": 5, "seqdata.jax": 5, "seqdata.keras": 5,
     "seqdata.cli_common": 6, "seqdata.plot": 6, "seqdata.cli": 6, "seqdata.__main__": 6,
     "seqdata": 7,  # the package's __init__: the public API, on top of everything
     "trainer": 8,

@@ -1,8 +1,8 @@
 """The ``trainer`` command: train, evaluate and predict.
 
 Thin: parse, check the user's input, call one library function, report. Every user
-mistake is one line on stderr and exit status 2; TensorFlow is loaded only after the
-arguments have been checked.
+mistake is one line on stderr and exit status 2; Keras and its backend (TensorFlow, JAX or
+PyTorch: ``KERAS_BACKEND``) are loaded only after the arguments have been checked.
 """
 
 from __future__ import annotations
@@ -195,9 +195,9 @@ def run_train(args: argparse.Namespace) -> int:
             describe_data(paths, data, validation),
             {"train": f"--data {args.data}", "validation": f"--validation-data "
                                                             f"{args.validation_data}"})
-    from seqdata.tf import import_tensorflow
+    from trainer.backend import load_keras
 
-    import_tensorflow()
+    load_keras()
     from trainer.train import train
 
     config = train_config(args)
@@ -212,10 +212,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def load_model_quietly(path: Path) -> Any:
-    """Import TensorFlow quietly, then load a model file safely."""
-    from seqdata.tf import import_tensorflow
+    """Import Keras (TensorFlow quietly, on its backend), then load a model file safely."""
+    from trainer.backend import load_keras
 
-    import_tensorflow()
+    load_keras()
     from trainer.model import load_model
 
     return load_model(path, compile=False)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from seqdata.store.atomic import atomic_output, write_text_atomic
+from trainer.events import EventWriter
 
 Row = dict[str, float]
 
@@ -49,18 +50,13 @@ def read_history_csv(path: str | os.PathLike[str]) -> list[Row]:
 class ScalarWriter:
     """Per-epoch TensorBoard scalars under ``log_dir/train`` and ``log_dir/validation``.
 
-    Written with ``tf.summary.write`` and the scalars plugin's metadata, which needs only
-    TensorFlow (Keras' TensorBoard callback needs the tensorboard package).
+    Written as TensorBoard event files (TFRecord framing of ``Event`` protobufs holding
+    ``simple_value`` scalars) by `trainer.events`, so no backend needs TensorFlow or the
+    tensorboard package to write them. Tags are ``epoch_<metric>``, as Keras names them.
     """
 
     def __init__(self, log_dir: str | os.PathLike[str]) -> None:
-        import tensorflow as tf
-        from tensorflow.core.framework import summary_pb2
-
-        self._tf = tf
-        self._metadata = summary_pb2.SummaryMetadata(
-            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
-        self._writers = {name: tf.summary.create_file_writer(str(Path(log_dir) / name))
+        self._writers = {name: EventWriter(Path(log_dir) / name)
                          for name in ("train", "validation")}
 
     def write(self, row: Row) -> None:
@@ -71,9 +67,7 @@ class ScalarWriter:
                 continue
             split, name = (("validation", key[4:]) if key.startswith("val_")
                            else ("train", key))
-            with self._writers[split].as_default():
-                self._tf.summary.write(f"epoch_{name}", self._tf.constant(value, "float32"),
-                                       step=step, metadata=self._metadata)
+            self._writers[split].scalar(f"epoch_{name}", value, step)
         for writer in self._writers.values():
             writer.flush()
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from seqdata.keras import keras_input
 from seqdata.read.config import BatchConfig
 from seqdata.read.stream import BatchSource, BatchStream
-from seqdata.tf import keras_batches, to_tf_dataset
+from trainer.backend import for_backend
 from trainer.defaults import EVAL_BATCH_SIZE
 from trainer.errors import InputFileError
 from trainer.inputs import as_float32, check_values
@@ -30,11 +31,11 @@ def evaluate(model: keras.Model, source: BatchSource,
     Returns:
         ``{"loss": ..., "masked_accuracy": ..., "num_sequences": ..., "num_timesteps": ...}``
     """
-    options = options or BatchConfig(mode="padded", batch_size=EVAL_BATCH_SIZE)
+    options = for_backend(options or BatchConfig(mode="padded", batch_size=EVAL_BATCH_SIZE))
     compile_model(model)
     stream = BatchStream(source, options, repeat=False)
     steps = stream.epoch_size(options.epoch)
-    result = model.evaluate(to_tf_dataset(keras_batches(stream), num_features_of(model), steps),
+    result = model.evaluate(keras_input(stream, num_features_of(model), steps),
                             verbose=0, return_dict=True)
     real, _ = stream.take_stats(0, steps)
     return {"loss": float(result[MASKED_LOSS]),
@@ -78,10 +79,10 @@ def predict_dataset(model: keras.Model, source: BatchSource,
     Raises:
         InputFileError: a sequence holds a value that is not finite.
     """
-    options = BatchConfig(mode="padded", batch_size=batch_size)
-    parts = [(b.ids, np.where(b.mask, _predict_batch(model, _finite_batch(b.x, b.ids)),
-                              np.float32(np.nan)))
-             for b in source.batches(options)]
+    options = for_backend(BatchConfig(mode="padded", batch_size=batch_size))
+    parts = [(b.ids[real], np.where(b.mask, _predict_batch(model, _finite_batch(b.x, b.ids)),
+                                    np.float32(np.nan))[real])
+             for b in source.batches(options) if (real := b.ids >= 0).any()]
     ids = np.concatenate([i for i, _ in parts]) if parts else np.zeros(0, np.int64)
     row_of = np.empty(len(ids), np.int64)
     row_of[np.argsort(ids, kind="stable")] = np.arange(len(ids))

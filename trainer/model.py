@@ -128,18 +128,25 @@ def architecture_of(model: keras.Model) -> str:
     return f"{' -> '.join(layers)} over {num_features_of(model)} features"
 
 
+OUT_OF_MEMORY_ERRORS = ("ResourceExhaustedError", "OutOfMemoryError")
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """numpy's ``MemoryError``, TensorFlow's ``ResourceExhaustedError``, PyTorch's
+    ``OutOfMemoryError`` or an XLA (JAX) ``RESOURCE_EXHAUSTED`` error."""
+    return (isinstance(exc, MemoryError) or type(exc).__name__ in OUT_OF_MEMORY_ERRORS
+            or str(exc).startswith("RESOURCE_EXHAUSTED"))
+
+
 @contextlib.contextmanager
 def out_of_memory_is_an_error(what: str) -> Iterator[None]:
-    """Turn running out of memory inside the block into one `TrainerError` line.
-
-    TensorFlow raises ``ResourceExhaustedError`` (a long multi-line message) when a
-    tensor cannot be allocated, numpy raises ``MemoryError``; ``what`` names the task.
-    """
-    import tensorflow as tf
-
+    """Turn running out of memory inside the block into one `TrainerError` line, on any
+    backend (their errors are long multi-line messages); ``what`` names the task."""
     try:
         yield
-    except (tf.errors.ResourceExhaustedError, MemoryError) as exc:
+    except Exception as exc:
+        if not _is_out_of_memory(exc):
+            raise
         detail = str(getattr(exc, "message", exc) or type(exc).__name__).strip()
         detail = detail.splitlines()[0] if detail else type(exc).__name__
         raise TrainerError(f"out of memory {what} ({detail[:200]}); use smaller batches "
@@ -152,14 +159,15 @@ def compile_model(model: keras.Model, learning_rate: float = 1e-3) -> keras.Mode
     The loss is averaged over the real timesteps of each batch (the per-timestep sample
     weights are the mask), so padded steps add nothing to loss or gradients; see
     `trainer.losses`. The weighted metrics ``masked_loss`` and ``masked_accuracy`` are
-    exact means over every real timestep of an epoch (`trainer.metrics`). XLA is off:
-    batch shapes change from batch to batch, and each would compile anew.
+    exact means over every real timestep of an epoch (`trainer.metrics`). XLA is off on
+    TensorFlow and PyTorch: batch shapes change from batch to batch, and each would
+    compile anew. JAX always compiles (once per shape: feed it static shapes).
     """
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss=MaskedCrossentropy(),
         weighted_metrics=[MaskedLoss(MASKED_LOSS), MaskedAccuracy(MASKED_ACCURACY)],
-        jit_compile=False,
+        jit_compile=keras.backend.backend() == "jax",
     )
     return model
 
@@ -188,8 +196,20 @@ def load_model(path: str | os.PathLike[str], *, compile: bool = True) -> keras.M
     return model
 
 
-def save_model(model: keras.Model, path: str | os.PathLike[str]) -> Path:
-    """Save to ``path`` atomically (a temporary file in the same folder, then replace)."""
+def save_model(model: keras.Model, path: str | os.PathLike[str], *,
+               portable: bool = False) -> Path:
+    """Save to ``path`` atomically (a temporary file in the same folder, then replace).
+
+    With ``portable``, the file holds the layers and weights only (no optimizer, loss or
+    metrics), so plain ``keras.saving.load_model(path)`` loads it in any process on any
+    backend, without importing `trainer`: what a run's final model.keras is.
+    Checkpoints keep the optimizer and compile settings, for exact resume.
+    """
+    if portable:
+        # Rebuilt from its config: clone_model would compile the copy like the original.
+        clone = keras.Model.from_config(model.get_config())
+        clone.set_weights(model.get_weights())
+        model = clone
     with atomic_output(Path(path)) as tmp:
         model.save(tmp)
     return Path(path)

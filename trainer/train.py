@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import tensorflow as tf
 
 from seqdata.checks import check_int
+from seqdata.keras import keras_input
 from seqdata.read.config import BatchConfig
 from seqdata.read.stream import BatchSource, BatchStream, NoBatchesError
 from seqdata.store.atomic import write_text_atomic
-from seqdata.tf import keras_batches, to_tf_dataset
+from trainer.backend import for_backend
 from trainer.callbacks import EpochStats, RunRecorder, StepRecorder, truncate_batch_log
 from trainer.errors import ConfigError, ModelFileError, RunDirError, TrainerError
 from trainer.history import Row, plot_curves, read_history_csv
@@ -88,6 +88,7 @@ class TrainResult:
     history: list[Row]
     initial_step: int  # training steps already done when this call started
     steps_per_epoch: int
+    model: keras.Model  # the trained model (what model.keras holds)
 
     @property
     def initial_epoch(self) -> int:
@@ -189,7 +190,7 @@ def train(run_root: str | os.PathLike[str], config: TrainConfig, source: BatchSo
 
     Args:
         run_root: the run directory (new or empty, or see ``resume``/``overwrite``).
-        config: the training configuration.
+        config: the training configuration (on JAX, with ``static_shapes`` batching).
         source: the training data.
         num_features: F of the data.
         validation: optional held-out data, evaluated after each epoch.
@@ -205,6 +206,8 @@ def train(run_root: str | os.PathLike[str], config: TrainConfig, source: BatchSo
         echo: where to print the per-epoch summary lines.
     """
     run = RunDir(Path(run_root))
+    # JAX compiles a step per input shape: it trains on static shapes, recorded as such.
+    config = replace(config, batching=for_backend(config.batching))
     existed, fresh = run.root.exists(), run.is_empty() or overwrite
     run.prepare(resume=resume, overwrite=overwrite)
     state = TrainingRun(run, config, source, validation, num_features,
@@ -296,10 +299,10 @@ class TrainingRun:
         if len(self.rows) < config.epochs:
             raise TrainerError(f"training stopped after epoch {len(self.rows)} of "
                                f"{config.epochs}: the data ran out of batches")
-        save_model(self.model, run.model)
+        save_model(self.model, run.model, portable=True)
         plot_curves(self.rows, run.curves)
         self.write_metrics(complete=True)
-        return TrainResult(run, self.rows, done, self.steps)
+        return TrainResult(run, self.rows, done, self.steps, self.model)
 
     def _restore(self) -> int:
         """Load the latest checkpoint and the history it has; the steps it trained."""
@@ -307,7 +310,7 @@ class TrainingRun:
         if loaded is None:
             return 0
         done, self.model = loaded
-        self.model.jit_compile = False
+        self.model.jit_compile = keras.backend.backend() == "jax"
         self.rows[:] = [row for row in read_history_csv(self.run.history)
                         if row.get("epoch", 0) <= done // self.steps]
         return done
@@ -334,7 +337,8 @@ class TrainingRun:
         the first epoch has ``epoch_steps`` steps (fewer when it resumes mid-epoch)."""
         config, run = self.config, self.run
         stream = BatchStream(self.source, config.batching, start=first_step)
-        val_stream = (BatchStream(self.validation, validation_options(config.batching),
+        val_stream = (BatchStream(self.validation,
+                                  for_backend(validation_options(config.batching)),
                                   repeat=False) if self.validation is not None else None)
         last = epoch + 1 if epoch_steps < self.steps else config.epochs
         stamp = {"run_id": self.run_id, "model": self.architecture}
@@ -344,15 +348,15 @@ class TrainingRun:
                                  stamp=stamp, keep=config.checkpoints_kept, echo=self.echo),
                      StepRecorder(run, stream, first_step, self.steps, config.checkpoint_every,
                                   config.checkpoints_kept, config.log_batches, stamp=stamp)]
-        validation_data = None if val_stream is None else to_tf_dataset(
-            keras_batches(val_stream), self.num_features,
-            val_stream.epoch_size(val_stream.config.epoch))
+        validation_data = None if val_stream is None else keras_input(
+            val_stream, self.num_features, val_stream.epoch_size(val_stream.config.epoch))
         try:
-            self.model.fit(to_tf_dataset(keras_batches(stream), self.num_features),
+            self.model.fit(keras_input(stream, self.num_features),
                            epochs=last, initial_epoch=epoch, steps_per_epoch=epoch_steps,
                            shuffle=False, validation_data=validation_data,
                            callbacks=callbacks, verbose=self.verbose)
-        except tf.errors.OpError as exc:
+        except Exception as exc:
+            # tf.data wraps an error of the batch stream in its own: raise the original.
             for failed in (stream, val_stream):
                 if failed is not None and failed.error is not None:
                     raise failed.error from exc
