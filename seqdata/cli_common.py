@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -113,6 +114,11 @@ def run_command(args: argparse.Namespace, prog: str, parser: argparse.ArgumentPa
     """
     try:
         return args.run(args)
+    except BrokenPipeError:
+        # The reader of stdout went away (`... | head`): not an error of ours. Point stdout
+        # at /dev/null so that flushing it at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except (*errors, OSError) as e:
         message = str(e)
         if isinstance(e, OSError) and not isinstance(e, SeqdataError):

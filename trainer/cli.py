@@ -239,13 +239,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from trainer.model import out_of_memory_is_an_error
 
     with out_of_memory_is_an_error("evaluating"):
-        result = evaluate(model, data, BatchConfig(mode="padded", batch_size=args.batch_size))
+        result = evaluate(model, data, BatchConfig("bucketed", batch_size=args.batch_size,
+                                                   shuffle=False))
     if args.json:
         print(json.dumps({**result, "model": str(args.model), "data": str(args.data)}))
-    else:
-        print(f"masked loss {result['loss']:.4f}, masked accuracy "
-              f"{result['masked_accuracy']:.4f} over {result['num_sequences']:,} sequences "
-              f"({result['num_timesteps']:,} real timesteps) of {args.data}")
+        return EXIT_OK
+    print(f"masked loss {result['loss']:.4f}, masked accuracy "
+          f"{result['masked_accuracy']:.4f} over {result['num_sequences']:,} sequences "
+          f"({result['num_timesteps']:,} real timesteps) of {args.data}")
+    print("by length:  lengths   sequences  masked loss  masked accuracy")
+    for row in result["buckets"]:
+        print(f"{row['min_length']:>11}..{row['max_length']:<6} {row['num_sequences']:>10,} "
+              f"{row['loss']:>12.4f} {row['masked_accuracy']:>16.4f}")
     return EXIT_OK
 
 

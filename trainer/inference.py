@@ -2,46 +2,88 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import numpy as np
 
-from seqdata.keras import keras_input
 from seqdata.read.config import BatchConfig
-from seqdata.read.stream import BatchSource, BatchStream
+from seqdata.read.stream import BatchSource
+from seqdata.tf import keras_arrays
 from trainer.backend import for_backend
 from trainer.defaults import EVAL_BATCH_SIZE
 from trainer.errors import InputFileError
 from trainer.inputs import as_float32, check_values
-from trainer.model import (
-    MASKED_ACCURACY,
-    MASKED_LOSS,
-    class1_probability,
-    compile_model,
-    num_features_of,
-)
+from trainer.metrics import MaskedAccuracy, MaskedLoss
+from trainer.model import class1_probability
 
 
 def evaluate(model: keras.Model, source: BatchSource,
-             options: BatchConfig | None = None) -> dict[str, float]:
-    """Masked loss and accuracy over one pass of ``source``.
+             options: BatchConfig | None = None) -> dict[str, Any]:
+    """Masked loss and accuracy over one pass of ``source``, overall and by length bucket.
 
-    Both are means over real timesteps only (the whole pass, not per batch). The model is
-    re-compiled (see `trainer.model.compile_model`); its weights are unchanged.
+    Every figure is a mean over real timesteps only (the whole pass, not per batch), kept
+    by the model's own masked metrics (`trainer.metrics`): one pair per bucket of the
+    source's boundaries, the overall figures being their pooled sums. The batches are
+    bucketed (``options``, default `EVAL_BATCH_SIZE` sequences), so each holds one bucket.
 
     Returns:
-        ``{"loss": ..., "masked_accuracy": ..., "num_sequences": ..., "num_timesteps": ...}``
+        ``{"loss", "masked_accuracy", "num_sequences", "num_timesteps", "buckets": [{"bucket",
+        "min_length", "max_length", "num_sequences", "num_timesteps", "loss",
+        "masked_accuracy"}, ...]}`` with a row per bucket that holds sequences.
     """
-    options = for_backend(options or BatchConfig(mode="padded", batch_size=EVAL_BATCH_SIZE))
-    compile_model(model)
-    stream = BatchStream(source, options, repeat=False)
-    steps = stream.epoch_size(options.epoch)
-    result = model.evaluate(keras_input(stream, num_features_of(model), steps),
-                            verbose=0, return_dict=True)
-    real, _ = stream.take_stats(0, steps)
-    return {"loss": float(result[MASKED_LOSS]),
-            "masked_accuracy": float(result[MASKED_ACCURACY]),
-            "num_sequences": int(getattr(source, "num_sequences", -1)),
-            "num_timesteps": real}
+    options = for_backend(options or BatchConfig("bucketed", batch_size=EVAL_BATCH_SIZE,
+                                                 shuffle=False))
+    boundaries = np.asarray(source.boundaries)
+    per_bucket: dict[int, _BucketStats] = {}
+    for batch in source.batches(options):
+        x, one_hot, weights = keras_arrays(batch)
+        probs = model.predict_on_batch(_finite_batch(x, batch.ids))
+        buckets = np.searchsorted(boundaries, batch.lengths)
+        real = batch.ids >= 0  # not a fill row
+        for b in np.unique(buckets[real]).tolist():
+            rows = (buckets == b) & real
+            stats = per_bucket.setdefault(b, _BucketStats())
+            stats.update(one_hot, probs, weights * rows[:, None])
+            stats.sequences += int(rows.sum())
+            stats.timesteps += int(batch.lengths[rows].sum())
+    low = int(source.spec.lengths.low)
+    rows = [{"bucket": b, "min_length": int(boundaries[b - 1]) + 1 if b else low,
+             "max_length": int(boundaries[b]), **per_bucket[b].result()}
+            for b in sorted(per_bucket)]
+    pooled = _BucketStats.pooled(per_bucket.values())
+    return {**pooled, "buckets": rows}
+
+
+class _BucketStats:
+    """The masked metrics of one length bucket, and its sequence and timestep counts."""
+
+    def __init__(self) -> None:
+        self.loss, self.accuracy = MaskedLoss(), MaskedAccuracy()
+        self.sequences = self.timesteps = 0
+
+    def update(self, y_true: np.ndarray, y_pred: Any, weights: np.ndarray) -> None:
+        self.loss.update_state(y_true, y_pred, weights)
+        self.accuracy.update_state(y_true, y_pred, weights)
+
+    def sums(self) -> tuple[float, float, float]:
+        """(sum of w * loss, sum of w * correct, sum of w)."""
+        value = keras.ops.convert_to_numpy
+        return (float(value(self.loss.total)), float(value(self.accuracy.total)),
+                float(value(self.loss.count)))
+
+    def result(self) -> dict[str, Any]:
+        return self.pooled([self])
+
+    @staticmethod
+    def pooled(stats: Any) -> dict[str, Any]:
+        """Loss and accuracy over the real timesteps of all of ``stats``, and counts."""
+        stats = list(stats)
+        loss, correct, weight = np.array([s.sums() for s in stats]).reshape(-1, 3).sum(0)
+        return {"loss": loss / weight if weight else float("nan"),
+                "masked_accuracy": correct / weight if weight else float("nan"),
+                "num_sequences": sum(s.sequences for s in stats),
+                "num_timesteps": sum(s.timesteps for s in stats)}
 
 
 def predict_array(model: keras.Model, x: np.ndarray,

@@ -1,7 +1,9 @@
 """The seqdata CLI, run as real subprocesses."""
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 
 from seqdata import open_dataset
@@ -85,3 +87,13 @@ def test_a_bad_manifest_is_one_line(tmp_path, datasets):
     (path / "manifest.json").write_text('{"manifest_version": 99}')
     result = run_cli("verify", path)
     assert_one_line_error(result, "manifest_version is 99")
+
+
+def test_a_reader_that_goes_away_is_not_an_error(h5_dataset):
+    """`seqdata inspect DIR | head`: the pipe is closed before anything is written."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen([sys.executable, "-m", "seqdata", "inspect", str(h5_dataset.root)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    child.stdout.close()  # no reader left: its first write fails with EPIPE
+    err = child.stderr.read().decode()
+    assert child.wait(timeout=120) == 0 and err == ""

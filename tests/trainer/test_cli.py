@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from seqdata import LagSumSpec, UniformLengths, build_dataset
+from seqdata import LagSumSpec, UniformLengths, build_dataset, open_dataset
 from tests.helpers import assert_one_line_error, run_trainer, snapshot
 
 BUCKETED = ("--mode", "bucketed", "--batch-size", "32")
@@ -85,6 +85,41 @@ def test_evaluate_prints_masked_loss_and_accuracy(bucketed_run, long_data):
     code, out, err = run_trainer("evaluate", "--model", run / "model.keras", "--data", long_data)
     assert code == 0, err
     assert "masked loss" in out and "masked accuracy" in out
+
+
+def test_evaluate_reports_each_length_bucket(bucketed_run, datasets, tmp_path):
+    run, _ = bucketed_run
+    code, out, err = run_trainer("evaluate", "--model", run / "model.keras", "--data",
+                                 datasets["hdf5"], "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    ds = open_dataset(datasets["hdf5"])
+    rows = result["buckets"]
+    assert [r["bucket"] for r in rows] == [b for b, n in enumerate(ds.bucket_sequences) if n]
+    assert [r["num_sequences"] for r in rows] == [int(n) for n in ds.bucket_sequences if n]
+    assert sum(r["num_timesteps"] for r in rows) == result["num_timesteps"] == ds.num_timesteps
+    # Each bucket's accuracy, recomputed independently from `predict`'s probabilities.
+    code, _, err = run_trainer("predict", "--model", run / "model.keras", "--input",
+                               datasets["hdf5"], "--output", tmp_path / "p.npy")
+    assert code == 0, err
+    probs, everything = np.load(tmp_path / "p.npy"), ds.read_all()
+    order = np.argsort(everything.ids)
+    lengths = np.diff(everything.offsets)[order]
+    for row in rows:
+        correct = total = 0
+        for i in np.flatnonzero((lengths >= row["min_length"]) & (lengths <= row["max_length"])):
+            s = everything.offsets[order[i]]
+            y = everything.y[s:s + lengths[i]]
+            correct += int(((probs[i, :lengths[i]] > 0.5) == (y == 1)).sum())
+            total += int(lengths[i])
+        assert row["num_timesteps"] == total
+        assert row["masked_accuracy"] == pytest.approx(correct / total, abs=1e-6)
+    pooled = sum(r["masked_accuracy"] * r["num_timesteps"] for r in rows) / ds.num_timesteps
+    assert result["masked_accuracy"] == pytest.approx(pooled, abs=1e-6)
+    code, out, err = run_trainer("evaluate", "--model", run / "model.keras", "--data",
+                                 datasets["hdf5"])
+    assert code == 0, err
+    assert out.count("\n") == 2 + len(rows)  # overall, header, a line per bucket
 
 
 def test_predict_npy_of_any_length(bucketed_run, tmp_path):
