@@ -13,8 +13,11 @@ import keras
 from seqdata.read.stream import BatchStream
 from seqdata.store.atomic import write_text_atomic
 from trainer.history import Row, ScalarWriter, write_history_csv
-from trainer.model import save_model
+from trainer.model import MASKED_ACCURACY, save_model
 from trainer.run_dir import RunDir
+from trainer.schedule import current_learning_rate
+
+VAL_ACCURACY = f"val_{MASKED_ACCURACY}"
 
 
 class EpochStats(keras.callbacks.Callback):
@@ -74,17 +77,21 @@ def save_checkpoint(run: RunDir, model: keras.Model, step: int, stamp: dict[str,
 
 
 class RunRecorder(keras.callbacks.Callback):
-    """After each epoch: history.csv, metrics.json (``write_metrics()``), TensorBoard
-    scalars, then a checkpoint stamped with ``stamp`` (the latest ``keep`` kept), and a
-    printed summary line.
+    """After each epoch: best.keras if the validation masked accuracy is the best so far,
+    history.csv (with the learning rate at the epoch's end), metrics.json
+    (``write_metrics()``), TensorBoard scalars, then a checkpoint stamped with ``stamp``
+    (the latest ``keep`` kept), and a printed summary line. With ``stop_at_accuracy``,
+    training stops after the first epoch whose validation masked accuracy reaches it.
 
     History is written before the checkpoint, so a checkpoint's epoch always has its row.
     """
 
     def __init__(self, run: RunDir, rows: list[Row], epochs: int, steps_per_epoch: int,
                  write_metrics: Callable[[], None], *, stamp: dict[str, Any], keep: int = 3,
-                 echo: Callable[[str], None] = print) -> None:
+                 echo: Callable[[str], None] = print,
+                 stop_at_accuracy: float | None = None) -> None:
         super().__init__()
+        self.stop_at_accuracy = stop_at_accuracy
         self.run, self.stamp = run, stamp
         self.steps_per_epoch = steps_per_epoch
         self.rows = rows
@@ -98,6 +105,14 @@ class RunRecorder(keras.callbacks.Callback):
         row: Row = {"epoch": float(epoch + 1)}
         row.update({k: float(v) for k, v in (logs or {}).items()
                     if isinstance(v, int | float) or getattr(v, "shape", None) == ()})
+        row["learning_rate"] = current_learning_rate(self.model.optimizer)
+        accuracy = row.get(VAL_ACCURACY)
+        if accuracy is not None and accuracy > max(
+                (r.get(VAL_ACCURACY, -1.0) for r in self.rows), default=-1.0):
+            # Before the row: a kill in between re-trains this epoch, identically.
+            save_model(self.model, self.run.best, portable=True)
+        if self.stop_at_accuracy is not None and (accuracy or 0.0) >= self.stop_at_accuracy:
+            self.model.stop_training = True
         self.rows.append(row)
         write_history_csv(self.rows, self.run.history)
         self.write_metrics()
@@ -127,12 +142,17 @@ class StepRecorder(keras.callbacks.Callback):
         self.steps_per_epoch, self.every, self.keep = steps_per_epoch, every, keep
         self.log = open(run.batch_log, "a", encoding="utf-8") if log else None  # noqa: SIM115
 
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.log is not None:
+            self.rate = current_learning_rate(self.model.optimizer)
+
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         index = self.step
         self.step += 1
         if self.log is not None:
             ids = self.stream.take_ids(index).tolist()
-            self.log.write(json.dumps({"step": self.step, "ids": ids}) + "\n")
+            entry = {"step": self.step, "learning_rate": self.rate, "ids": ids}
+            self.log.write(json.dumps(entry) + "\n")
             self.log.flush()
         else:
             self.stream.forget_ids(index + 1)

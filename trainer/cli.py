@@ -20,6 +20,7 @@ from seqdata.cli_common import (
     EXIT_OK,
     OneLineParser,
     bounded_int,
+    finite_float,
     int_list,
     positive_float,
     run_command,
@@ -34,6 +35,7 @@ from trainer.defaults import (
     MAX_LSTM_UNITS,
 )
 from trainer.errors import InputFileError, TrainerError
+from trainer.schedule import SCHEDULES
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The seed: batches of exactly 1000 sequences of one length, 30 steps an epoch,
@@ -57,6 +59,14 @@ Any length L >= 1 works, longer than seen in training included. A .npy file must
 finite real numbers (int or float; no NaN, inf or complex values), at most
 {MAX_INPUT_VALUES:,} of them, and exactly the bytes its header declares; it is checked
 before anything is loaded, and never unpickled."""
+
+
+def unit_fraction(text: str) -> float:
+    """An argument type: a number in 0..1."""
+    value = finite_float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in 0..1, got {text!r}")
+    return value
 
 
 def lstm_units(text: str) -> tuple[int, ...]:
@@ -113,6 +123,17 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="seed of batch order and initial weights (default 0)")
     p.add_argument("--learning-rate", type=positive_float, metavar="LR",
                    help="Adam learning rate (default 0.001)")
+    p.add_argument("--schedule", choices=SCHEDULES,
+                   help="learning-rate schedule: constant, or cosine (linear warm-up over "
+                        "--warmup-steps, then a cosine decay to --final-fraction of the "
+                        "learning rate at the last step)")
+    p.add_argument("--warmup-steps", type=bounded_int(0), metavar="N",
+                   help="cosine: steps of linear warm-up from 0")
+    p.add_argument("--final-fraction", type=unit_fraction, metavar="F",
+                   help="cosine: the last step's learning rate as a fraction of the peak")
+    p.add_argument("--stop-at-accuracy", type=unit_fraction, metavar="A",
+                   help="with --validation-data: stop after the first epoch whose validation "
+                        "masked accuracy reaches A (e.g. 0.995)")
     p.add_argument("--lstm-units", type=lstm_units, metavar="U1,U2,...",
                    help=f"sizes of the stacked LSTM layers (default 32,8; at most "
                         f"{MAX_LSTM_LAYERS} layers of at most {MAX_LSTM_UNITS} units)")
@@ -144,12 +165,13 @@ def train_config(args: argparse.Namespace) -> Any:
     """The `TrainConfig` the arguments ask for."""
     from seqdata.read.config import BatchConfig
     from trainer.model import ModelConfig
+    from trainer.schedule import ScheduleConfig
     from trainer.train import TrainConfig
 
     batch_size = args.batch_size
     if args.max_timesteps is None and batch_size is None:
         batch_size = _option(args, "batch_size", DEFAULT_BATCH_SIZE)
-    batching, model = BatchConfig(), ModelConfig()  # the defaults
+    batching, model, schedule = BatchConfig(), ModelConfig(), ScheduleConfig()  # defaults
     return TrainConfig(
         batching=BatchConfig(
             mode=_option(args, "mode", batching.mode), batch_size=batch_size,
@@ -161,6 +183,12 @@ def train_config(args: argparse.Namespace) -> Any:
         epochs=_option(args, "epochs", DEFAULT_EPOCHS),
         steps_per_epoch=_option(args, "steps_per_epoch", None),
         checkpoint_every=args.checkpoint_every, log_batches=args.log_batches,
+        schedule=ScheduleConfig(name=_option(args, "schedule", schedule.name),
+                                warmup_steps=_option(args, "warmup_steps",
+                                                     schedule.warmup_steps),
+                                final_fraction=_option(args, "final_fraction",
+                                                       schedule.final_fraction)),
+        stop_at_accuracy=args.stop_at_accuracy,
         model=ModelConfig(
             lstm_units=_option(args, "lstm_units", model.lstm_units),
             output_activation=_option(args, "output_activation", model.output_activation),

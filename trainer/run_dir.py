@@ -4,6 +4,8 @@ overwritten run.
     RUN/config.json        the training configuration, the run's id and the manifest
                            checksums of its data (written first; used by --resume)
     RUN/model.keras        the final model (written last)
+    RUN/best.keras         with validation data: the model of the epoch with the best
+                           validation masked accuracy (metrics.json's "best" says which)
     RUN/history.csv        one row per epoch
     RUN/metrics.json       history, final metrics and where things are
     RUN/curves.png         loss and masked accuracy per epoch
@@ -71,6 +73,10 @@ class RunDir:
         return self.root / "model.keras"
 
     @property
+    def best(self) -> Path:
+        return self.root / "best.keras"
+
+    @property
     def history(self) -> Path:
         return self.root / "history.csv"
 
@@ -92,8 +98,8 @@ class RunDir:
 
     def artifacts(self) -> tuple[Path, ...]:
         """Everything a run writes."""
-        return (self.config, self.model, self.history, self.metrics, self.curves, self.logs,
-                self.checkpoints, self.batch_log)
+        return (self.config, self.model, self.best, self.history, self.metrics, self.curves,
+                self.logs, self.checkpoints, self.batch_log)
 
     def is_empty(self) -> bool:
         """True if the directory does not exist or holds nothing."""

@@ -13,13 +13,19 @@ from typing import Any
 
 import keras
 
-from seqdata.checks import check_int
+from seqdata.checks import check_int, check_number
 from seqdata.keras import keras_input
 from seqdata.read.config import BatchConfig
 from seqdata.read.stream import BatchSource, BatchStream, NoBatchesError
 from seqdata.store.atomic import write_text_atomic
 from trainer.backend import for_backend
-from trainer.callbacks import EpochStats, RunRecorder, StepRecorder, truncate_batch_log
+from trainer.callbacks import (
+    VAL_ACCURACY,
+    EpochStats,
+    RunRecorder,
+    StepRecorder,
+    truncate_batch_log,
+)
 from trainer.errors import ConfigError, ModelFileError, RunDirError, TrainerError
 from trainer.history import Row, plot_curves, read_history_csv
 from trainer.model import (
@@ -33,8 +39,11 @@ from trainer.model import (
     save_model,
 )
 from trainer.run_dir import CHECKSUM_KEYS, RunDir, describe_data
+from trainer.schedule import ScheduleConfig
 
-RESUMABLE_KEYS_IGNORED = ("epochs", "checkpoint_every", "checkpoints_kept")
+RESUMABLE_KEYS_IGNORED = ("epochs", "checkpoint_every", "checkpoints_kept", "stop_at_accuracy")
+# Keys added after runs were first recorded, with the value such a run had.
+LATER_KEYS = {"schedule": ScheduleConfig().to_dict()}
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,12 @@ class TrainConfig:
         checkpoints_kept: how many of the latest checkpoints to keep.
         checkpoint_every: also checkpoint every this many steps (mid-epoch), so that a
             killed run resumes at the exact step; None: at epoch ends only.
-        log_batches: append the ids of every trained step to RUN/batches.jsonl.
+        log_batches: append the ids (and learning rate) of every trained step to
+            RUN/batches.jsonl.
+        schedule: how the learning rate moves over the run's ``epochs`` (a resumed run
+            keeps the schedule its checkpoint holds).
+        stop_at_accuracy: with validation data, end the run after the first epoch whose
+            validation masked accuracy reaches it.
 
     >>> TrainConfig(BatchConfig(batch_size=32), epochs=2).epochs
     2
@@ -63,6 +77,8 @@ class TrainConfig:
     checkpoints_kept: int = 3
     checkpoint_every: int | None = None
     log_batches: bool = False
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    stop_at_accuracy: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.batching, BatchConfig):
@@ -71,13 +87,22 @@ class TrainConfig:
             check_int(name, getattr(self, name), 1, error=ConfigError)
         for name in ("steps_per_epoch", "checkpoint_every"):
             check_int(name, getattr(self, name), 1, optional=True, error=ConfigError)
+        if not isinstance(self.schedule, ScheduleConfig):
+            raise ConfigError(f"schedule must be a ScheduleConfig, got {self.schedule!r}")
+        if self.stop_at_accuracy is not None:
+            check_number("stop_at_accuracy", self.stop_at_accuracy, positive=True,
+                         error=ConfigError)
+            if self.stop_at_accuracy > 1:
+                raise ConfigError(f"stop_at_accuracy must be in (0, 1], got "
+                                  f"{self.stop_at_accuracy}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, as saved in RUN/config.json."""
         return {"batching": self.batching.to_dict(), "epochs": self.epochs,
                 "steps_per_epoch": self.steps_per_epoch, "model": self.model.to_dict(),
                 "checkpoints_kept": self.checkpoints_kept,
-                "checkpoint_every": self.checkpoint_every, "log_batches": self.log_batches}
+                "checkpoint_every": self.checkpoint_every, "log_batches": self.log_batches,
+                "schedule": self.schedule.to_dict(), "stop_at_accuracy": self.stop_at_accuracy}
 
 
 @dataclass(frozen=True)
@@ -109,6 +134,8 @@ def _check_resumable(saved: dict[str, Any], config: TrainConfig, data: dict[str,
         for cfg in (new["train"], old["train"]):
             if isinstance(cfg, dict):
                 cfg.pop(key, None)
+    if isinstance(old["train"], dict):
+        old["train"] = {**LATER_KEYS, **old["train"]}
     for key in CHECKSUM_KEYS.values():  # a run from before checksums were recorded
         if not isinstance(old["data"], dict) or key not in old["data"]:
             new["data"].pop(key, None)
@@ -205,6 +232,9 @@ def train(run_root: str | os.PathLike[str], config: TrainConfig, source: BatchSo
         verbose: Keras progress output (0, 1, 2 or "auto").
         echo: where to print the per-epoch summary lines.
     """
+    if config.stop_at_accuracy is not None and validation is None:
+        raise ConfigError(f"stop_at_accuracy={config.stop_at_accuracy} needs validation data "
+                          "to measure it on")
     run = RunDir(Path(run_root))
     # JAX compiles a step per input shape: it trains on static shapes, recorded as such.
     config = replace(config, batching=for_backend(config.batching))
@@ -277,8 +307,9 @@ class TrainingRun:
         done = self._restore() if resume else 0
         if done == 0:
             keras.utils.set_random_seed(config.batching.seed)
-            self.model = compile_model(build_model(self.num_features, config.model),
-                                       config.model.learning_rate)
+            rate = config.schedule.learning_rate(config.model.learning_rate,
+                                                 config.epochs * self.steps)
+            self.model = compile_model(build_model(self.num_features, config.model), rate)
         epoch, into = divmod(done, self.steps)
         if done > config.epochs * self.steps:
             raise RunDirError(f"cannot resume {run.root} to {config.epochs} epochs: it has "
@@ -294,9 +325,9 @@ class TrainingRun:
         if into:  # finish the interrupted epoch from the exact step
             self.fit(done, epoch, self.steps - into)
             epoch += 1
-        if epoch < config.epochs:
+        if epoch < config.epochs and not self.reached_target():
             self.fit(epoch * self.steps, epoch, self.steps)
-        if len(self.rows) < config.epochs:
+        if len(self.rows) < config.epochs and not self.reached_target():
             raise TrainerError(f"training stopped after epoch {len(self.rows)} of "
                                f"{config.epochs}: the data ran out of batches")
         save_model(self.model, run.model, portable=True)
@@ -320,10 +351,27 @@ class TrainingRun:
         """The run's model, in words (`trainer.model.architecture`)."""
         return architecture(self.num_features, self.config.model)
 
+    def reached_target(self) -> bool:
+        """The last epoch reached ``stop_at_accuracy`` on the validation data."""
+        target = self.config.stop_at_accuracy
+        return (target is not None and bool(self.rows)
+                and self.rows[-1].get(VAL_ACCURACY, 0.0) >= target)
+
+    def best(self) -> dict[str, Any] | None:
+        """The epoch with the best validation masked accuracy (the first of equals), and
+        its model file, or None without validation."""
+        scored = [row for row in self.rows if VAL_ACCURACY in row]
+        if not scored:
+            return None
+        row = max(scored, key=lambda r: r[VAL_ACCURACY])
+        return {"epoch": int(row["epoch"]), VAL_ACCURACY: row[VAL_ACCURACY],
+                "model": self.run.best.name}
+
     def write_metrics(self, complete: bool = False) -> None:
         """metrics.json from the rows so far."""
         history, run = self.rows, self.run
         write_json(run.metrics, {
+            "best": self.best(), "stopped_at_accuracy": self.reached_target(),
             "complete": complete, "epochs": self.config.epochs,
             "epochs_completed": int(history[-1]["epoch"]) if history else 0,
             "steps_per_epoch": self.steps, "final": history[-1] if history else {},
@@ -345,7 +393,8 @@ class TrainingRun:
         # Keras' progress bar goes between: it then shows the stats, and the summary follows.
         callbacks = [EpochStats(stream, self.steps), keras.callbacks.ProgbarLogger(),
                      RunRecorder(run, self.rows, config.epochs, self.steps, self.write_metrics,
-                                 stamp=stamp, keep=config.checkpoints_kept, echo=self.echo),
+                                 stamp=stamp, keep=config.checkpoints_kept, echo=self.echo,
+                                 stop_at_accuracy=config.stop_at_accuracy),
                      StepRecorder(run, stream, first_step, self.steps, config.checkpoint_every,
                                   config.checkpoints_kept, config.log_batches, stamp=stamp)]
         validation_data = None if val_stream is None else keras_input(

@@ -282,3 +282,38 @@ def test_damaged_data_stops_training_cleanly(datasets, tmp_path):
     assert_one_line_error(run_trainer("train", "--data", data, "--out", tmp_path / "run", *BUCKETED,
                               "--epochs", "1"), shard.name, "damaged")
     assert not (tmp_path / "run").exists()  # nothing half-written
+
+
+def test_the_best_epoch_is_kept_and_a_target_accuracy_stops_the_run(datasets, long_data,
+                                                                      tmp_path):
+    run = tmp_path / "run"
+    code, _, err = run_trainer("train", "--data", datasets["hdf5"], "--out", run, *BUCKETED,
+                               "--epochs", "4", "--validation-data", datasets["parquet"],
+                               "--learning-rate", "0.02", "--schedule", "cosine")
+    assert code == 0, err
+    metrics = json.loads((run / "metrics.json").read_text())
+    accuracies = [row["val_masked_accuracy"] for row in metrics["history"]]
+    best = metrics["best"]
+    assert best["epoch"] == 1 + int(np.argmax(accuracies)) and best["model"] == "best.keras"
+    assert not metrics["stopped_at_accuracy"]
+    # best.keras is that epoch's model: its evaluation gives that epoch's accuracy.
+    code, out, err = run_trainer("evaluate", "--model", run / "best.keras", "--data",
+                                 datasets["parquet"], "--json")
+    assert code == 0, err
+    assert json.loads(out)["masked_accuracy"] == pytest.approx(max(accuracies), abs=1e-6)
+
+    # A target reached at the first epoch ends the run there, complete.
+    stopped = tmp_path / "stopped"
+    code, _, err = run_trainer("train", "--data", datasets["hdf5"], "--out", stopped,
+                               *BUCKETED, "--epochs", "4", "--validation-data",
+                               datasets["parquet"], "--stop-at-accuracy", "0.01")
+    assert code == 0, err
+    metrics = json.loads((stopped / "metrics.json").read_text())
+    assert metrics["complete"] and metrics["stopped_at_accuracy"]
+    assert metrics["epochs_completed"] == 1 and (stopped / "model.keras").is_file()
+    assert_one_line_error(run_trainer("train", "--data", datasets["hdf5"], "--out",
+                                      tmp_path / "none", "--stop-at-accuracy", "0.9"),
+                          "--stop-at-accuracy", "validation")
+    assert_one_line_error(run_trainer("train", "--data", datasets["hdf5"], "--out",
+                                      tmp_path / "none", "--warmup-steps", "3"),
+                          "cosine")
