@@ -28,22 +28,16 @@ from seqdata.cli_common import (
 from seqdata.errors import SeqdataError
 from seqdata.read.config import DEFAULT_BATCH_SIZE, DEFAULT_SHUFFLE_BLOCK
 from trainer.defaults import (
-    DEFAULT_EPOCHS,
     EVAL_BATCH_SIZE,
     MAX_INPUT_VALUES,
     MAX_LSTM_LAYERS,
     MAX_LSTM_UNITS,
+    PRESETS,
 )
 from trainer.errors import InputFileError, TrainerError
 from trainer.schedule import SCHEDULES
 
-PRESETS: dict[str, dict[str, Any]] = {
-    # The seed: batches of exactly 1000 sequences of one length, 30 steps an epoch,
-    # 10 epochs, Adam.
-    "seed": {"mode": "bucketed", "batch_size": 1000, "same_length": True,
-             "drop_remainder": True, "steps_per_epoch": 30, "epochs": 10,
-             "learning_rate": 1e-3},
-}
+RECIPE = PRESETS["default"]
 
 PREDICT_HELP = f"""\
 Writes per-timestep probabilities of class 1 (label 1: the lag sum exceeds the
@@ -90,18 +84,20 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--validation-data", type=Path, metavar="DIR",
                    help="held-out seqdata dataset, evaluated after every epoch")
     p.add_argument("--preset", choices=sorted(PRESETS),
-                   help="seed: the seed answer's run (bucketed batches of exactly 1000 "
-                        "sequences of one length, the rest of each length dropped, 30 steps an "
-                        "epoch, 10 epochs, Adam lr 0.001); options given explicitly override "
-                        "it")
+                   help="default: the default recipe (what no option gives; see "
+                        "docs/RESULTS.md); seed: the seed answer's run (bucketed batches of "
+                        "exactly 1000 sequences of one length, the rest of each length "
+                        "dropped, 30 steps an epoch, 10 epochs, Adam at a constant 0.001); "
+                        "options given explicitly override it")
     p.add_argument("--mode", choices=("bucketed", "padded"),
                    help="bucketed: each batch from one length bucket (default); padded: "
                         "lengths mixed, padded to the batch's longest")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--batch-size", type=bounded_int(1), metavar="N",
-                      help=f"sequences per batch (default {DEFAULT_BATCH_SIZE})")
+                      help=f"sequences per batch (the seed preset's: {DEFAULT_BATCH_SIZE})")
     size.add_argument("--max-timesteps", type=bounded_int(1), metavar="T",
-                      help="instead of --batch-size: at most T padded timesteps a batch")
+                      help=f"instead of --batch-size: at most T padded timesteps a batch "
+                           f"(default {RECIPE['max_timesteps']})")
     flag = argparse.BooleanOptionalAction
     p.add_argument("--same-length", action=flag,
                    help="bucketed: every batch holds sequences of one length")
@@ -115,22 +111,25 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         f"{DEFAULT_SHUFFLE_BLOCK}: batches are then copied as whole runs); 1 "
                         f"shuffles every sequence on its own")
     p.add_argument("--epochs", type=bounded_int(1), metavar="N",
-                   help=f"total epochs (default {DEFAULT_EPOCHS})")
+                   help=f"total epochs (default {RECIPE['epochs']})")
     p.add_argument("--steps-per-epoch", type=bounded_int(1), metavar="N",
                    help="batches per epoch (default: one pass over the data); more than one "
                         "pass continues into the next epoch's batches")
     p.add_argument("--seed", type=bounded_int(0, 2**63 - 1), metavar="S",
                    help="seed of batch order and initial weights (default 0)")
     p.add_argument("--learning-rate", type=positive_float, metavar="LR",
-                   help="Adam learning rate (default 0.001)")
+                   help=f"Adam's (peak) learning rate (default {RECIPE['learning_rate']})")
     p.add_argument("--schedule", choices=SCHEDULES,
-                   help="learning-rate schedule: constant, or cosine (linear warm-up over "
+                   help=f"learning-rate schedule (default {RECIPE['schedule']}): constant, or "
+                        "cosine (linear warm-up over "
                         "--warmup-steps, then a cosine decay to --final-fraction of the "
                         "learning rate at the last step)")
     p.add_argument("--warmup-steps", type=bounded_int(0), metavar="N",
-                   help="cosine: steps of linear warm-up from 0")
+                   help=f"cosine: steps of linear warm-up from 0 (default "
+                        f"{RECIPE['warmup_steps']})")
     p.add_argument("--final-fraction", type=unit_fraction, metavar="F",
-                   help="cosine: the last step's learning rate as a fraction of the peak")
+                   help=f"cosine: the last step's learning rate as a fraction of the peak "
+                        f"(default {RECIPE['final_fraction']})")
     p.add_argument("--stop-at-accuracy", type=unit_fraction, metavar="A",
                    help="with --validation-data: stop after the first epoch whose validation "
                         "masked accuracy reaches A (e.g. 0.995)")
@@ -147,7 +146,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
                        help="continue RUN from its latest checkpoint, mid-epoch included "
-                            "(same options; --epochs and --checkpoint-every may change)")
+                            "(same options; --epochs and --checkpoint-every may change; the "
+                            "learning-rate schedule stays the checkpoint's)")
     again.add_argument("--overwrite", action="store_true",
                        help="delete RUN's previous run artifacts first")
     p.add_argument("--quiet", action="store_true", help="no Keras progress bar")
@@ -158,7 +158,7 @@ def _option(args: argparse.Namespace, name: str, default: Any) -> Any:
     value = getattr(args, name, None)
     if value is not None:
         return value
-    return PRESETS.get(args.preset or "", {}).get(name, default)
+    return PRESETS[args.preset or "default"].get(name, default)
 
 
 def train_config(args: argparse.Namespace) -> Any:
@@ -168,26 +168,29 @@ def train_config(args: argparse.Namespace) -> Any:
     from trainer.schedule import ScheduleConfig
     from trainer.train import TrainConfig
 
-    batch_size = args.batch_size
-    if args.max_timesteps is None and batch_size is None:
-        batch_size = _option(args, "batch_size", DEFAULT_BATCH_SIZE)
+    batch_size, max_timesteps = args.batch_size, args.max_timesteps
+    if max_timesteps is None and batch_size is None:  # neither given: the preset's
+        batch_size = _option(args, "batch_size", None)
+        if batch_size is None:
+            max_timesteps = _option(args, "max_timesteps", None)
     batching, model, schedule = BatchConfig(), ModelConfig(), ScheduleConfig()  # defaults
+    name = _option(args, "schedule", schedule.name)
+    # A constant schedule given explicitly takes no warm-up or decay from the preset.
+    warmup, final = ((args.warmup_steps or 0, args.final_fraction or 0.0) if name == "constant"
+                     else (_option(args, "warmup_steps", schedule.warmup_steps),
+                           _option(args, "final_fraction", schedule.final_fraction)))
     return TrainConfig(
         batching=BatchConfig(
             mode=_option(args, "mode", batching.mode), batch_size=batch_size,
-            max_timesteps=args.max_timesteps, seed=_option(args, "seed", batching.seed),
+            max_timesteps=max_timesteps, seed=_option(args, "seed", batching.seed),
             pad_to_bucket=_option(args, "pad_to_bucket", batching.pad_to_bucket),
             drop_remainder=_option(args, "drop_remainder", batching.drop_remainder),
             same_length=_option(args, "same_length", batching.same_length),
             shuffle_block=_option(args, "shuffle_block", batching.shuffle_block)),
-        epochs=_option(args, "epochs", DEFAULT_EPOCHS),
+        epochs=_option(args, "epochs", 1),
         steps_per_epoch=_option(args, "steps_per_epoch", None),
         checkpoint_every=args.checkpoint_every, log_batches=args.log_batches,
-        schedule=ScheduleConfig(name=_option(args, "schedule", schedule.name),
-                                warmup_steps=_option(args, "warmup_steps",
-                                                     schedule.warmup_steps),
-                                final_fraction=_option(args, "final_fraction",
-                                                       schedule.final_fraction)),
+        schedule=ScheduleConfig(name, warmup, final),
         stop_at_accuracy=args.stop_at_accuracy,
         model=ModelConfig(
             lstm_units=_option(args, "lstm_units", model.lstm_units),

@@ -169,7 +169,9 @@ def test_train_padded_with_a_timestep_budget(datasets, tmp_path):
 
 def test_resume_continues_exactly_and_cycles_past_one_pass(datasets, tmp_path):
     # 20 steps an epoch over ~12 batches a pass: epochs run into the next pass's batches.
-    data = ("--data", datasets["hdf5"], *BUCKETED, "--quiet")
+    # A constant rate: a resumed run keeps its checkpoint's schedule, so with a decay, one
+    # of 1 epoch extended to 2 is not a run of 2 (docs/RELIABILITY.md).
+    data = ("--data", datasets["hdf5"], *BUCKETED, "--quiet", "--schedule", "constant")
     common = (*data, "--steps-per-epoch", "20")
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     code, _, err = run_trainer("train", *common, "--out", straight, "--epochs", "2")
@@ -192,7 +194,8 @@ def test_resume_continues_exactly_and_cycles_past_one_pass(datasets, tmp_path):
 
 
 def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(datasets, tmp_path):
-    common = ("--data", datasets["hdf5"], *BUCKETED, "--quiet", "--steps-per-epoch", "3")
+    common = ("--data", datasets["hdf5"], *BUCKETED, "--quiet", "--steps-per-epoch", "3",
+              "--schedule", "constant")  # 2 epochs extended to 3 equal 3 only at a constant rate
     run, straight = tmp_path / "run", tmp_path / "straight"
     code, _, err = run_trainer("train", *common, "--out", run, "--epochs", "2")
     assert code == 0, err
@@ -315,5 +318,24 @@ def test_the_best_epoch_is_kept_and_a_target_accuracy_stops_the_run(datasets, lo
                                       tmp_path / "none", "--stop-at-accuracy", "0.9"),
                           "--stop-at-accuracy", "validation")
     assert_one_line_error(run_trainer("train", "--data", datasets["hdf5"], "--out",
-                                      tmp_path / "none", "--warmup-steps", "3"),
-                          "cosine")
+                                      tmp_path / "none", "--schedule", "constant",
+                                      "--warmup-steps", "3"), "--schedule cosine")
+
+
+def test_no_option_trains_the_default_recipe(datasets, tmp_path):
+    from trainer.defaults import PRESETS
+
+    recipe = PRESETS["default"]
+    code, _, err = run_trainer("train", "--data", datasets["hdf5"], "--out", tmp_path / "r",
+                               "--quiet")
+    assert code == 0, err
+    train = json.loads((tmp_path / "r" / "config.json").read_text())["train"]
+    assert (train["batching"]["mode"], train["batching"]["max_timesteps"],
+            train["batching"]["batch_size"]) == (recipe["mode"], recipe["max_timesteps"], None)
+    assert (train["epochs"], train["model"]["learning_rate"]) == \
+        (recipe["epochs"], recipe["learning_rate"])
+    assert train["schedule"] == {"name": recipe["schedule"],
+                                 "warmup_steps": recipe["warmup_steps"],
+                                 "final_fraction": recipe["final_fraction"]}
+    rates = [row["learning_rate"] for row in read_history(tmp_path / "r")]
+    assert float(rates[-1]) < float(rates[0])  # decayed
