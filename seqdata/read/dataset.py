@@ -124,6 +124,16 @@ class Dataset:
         read_shard(self.root, self.manifest, index, check_bytes=True)
         self._checked[index] = key
 
+    def check_unchecked(self) -> None:
+        """`check_hash` every shard not checked since its file last changed: what the
+        next read of each would check, done now (`seqdata.torch.loader` does it before
+        its workers fork, so that they inherit the checks instead of each repeating
+        them; a shard replaced later is still checked again when next read)."""
+        if self.check_hashes:
+            for index in range(len(self.shards)):
+                if self._checked.get(index) != self._file_key(index):
+                    self.check_hash(index)
+
     def _file_key(self, index: int) -> tuple[int, int, int, int]:
         """(device, inode, size, mtime) of a shard's file: changes when it is replaced."""
         path = self.shard_path(self.shards[index])

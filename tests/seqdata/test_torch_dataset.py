@@ -4,7 +4,9 @@ in `Dataset.batches`' order, exact resume, and `pad_collate` for rows of variabl
 from __future__ import annotations
 
 import itertools
+import os
 import pickle
+import shutil
 import warnings
 
 import numpy as np
@@ -12,8 +14,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+import seqdata.store.shards
 import seqdata.torch as st
-from seqdata import BatchConfig, SpecError
+from seqdata import BatchConfig, ShardError, SpecError, open_dataset
 from seqdata.torch import BatchDataset, loader, pad_collate
 
 CONFIGS = {
@@ -242,10 +245,166 @@ def test_bad_arguments_are_one_line_errors(h5_dataset, monkeypatch):
         loader(h5_dataset)
     with pytest.raises(SpecError, match="batch_size is not a loader option"):
         loader(data, batch_size=8)
-    with pytest.raises(SpecError, match="persistent_workers must be false"):
-        loader(data, num_workers=2, persistent_workers=True)
+    with pytest.raises(SpecError, match="persistent_workers needs num_workers >= 1"):
+        loader(data, persistent_workers=True)
+    with pytest.raises(SpecError, match="in_order must be true"):
+        loader(data, num_workers=2, in_order=False)
     with pytest.raises(SpecError, match="num_workers must be an integer >= 0"):
         loader(data, num_workers=-1)
+
+
+# --- loader workers: persistent, shared memory, shards checked once ---------------------
+
+
+class StartLog:
+    """A worker_init_fn that appends a line to ``path`` each time a worker starts."""
+
+    def __init__(self, path) -> None:
+        self.path = path
+
+    def __call__(self, worker_id: int) -> None:
+        with open(self.path, "a") as f:
+            f.write(f"{worker_id}\n")
+
+    def count(self) -> int:
+        return len(self.path.read_text().split()) if self.path.exists() else 0
+
+
+def test_persistent_workers_go_on_to_the_next_epoch_in_order(h5_dataset, tmp_path):
+    config = CONFIGS["bucketed budget"]
+    data = BatchDataset(h5_dataset, config)
+    starts = StartLog(tmp_path / "starts")
+    batches = loader(data, num_workers=2, persistent_workers=True, worker_init_fn=starts)
+    for epoch in range(3):
+        assert_same_batches(list(batches), list(h5_dataset.batches(config, epoch=epoch)))
+        assert data.state_dict() == {"epoch": epoch + 1, "start": 0}
+    assert starts.count() == 2  # started once
+
+
+def test_persistent_workers_follow_partial_passes_set_epoch_and_resume(pq_dataset, tmp_path):
+    config = CONFIGS["padded"]
+    data = BatchDataset(pq_dataset, config)
+    starts = StartLog(tmp_path / "starts")
+    batches = loader(data, num_workers=2, persistent_workers=True, worker_init_fn=starts)
+    head = list(itertools.islice(batches, 3))  # a partial pass: its workers are ahead
+    assert data.state_dict() == {"epoch": 0, "start": 3}
+    assert_same_batches(head + list(batches), list(pq_dataset.batches(config)))
+    assert_same_batches(list(batches), list(pq_dataset.batches(config, epoch=1)))
+    assert starts.count() == 4  # new workers after the partial pass, not after epoch 0
+    data.set_epoch(5)
+    assert_same_batches(list(batches), list(pq_dataset.batches(config, epoch=5)))
+    data.load_state_dict({"epoch": 2, "start": 4})
+    assert_same_batches(list(batches), list(pq_dataset.batches(config, epoch=2, start=4)))
+    assert data.state_dict() == {"epoch": 3, "start": 0}
+    assert starts.count() == 8
+
+
+@pytest.fixture
+def ring_counts(monkeypatch):
+    """How many batches the main process took from rings and from the pipe."""
+    counts = {"ring": 0, "pipe": 0}
+    shared, packed = st._Shared.tensors, st._Packed.tensors
+
+    def from_ring(self):
+        counts["ring"] += 1
+        return shared(self)
+
+    def from_pipe(self):
+        counts["pipe"] += 1
+        return packed(self)
+
+    monkeypatch.setattr(st._Shared, "tensors", from_ring)
+    monkeypatch.setattr(st._Packed, "tensors", from_pipe)
+    return counts
+
+
+def test_forked_workers_hand_batches_over_in_shared_memory(h5_dataset, ring_counts):
+    config = CONFIGS["bucketed budget"]
+    expected = list(h5_dataset.batches(config))
+    kept = []
+    for n, (t, batch) in enumerate(zip(loader(BatchDataset(h5_dataset, config), num_workers=2),
+                                       expected, strict=True)):
+        assert_same_batches([t], [batch])
+        if n % 7 == 0:
+            kept.append((t, batch))  # held: its memory is not reused under it
+    assert_same_batches([t for t, _ in kept], [b for _, b in kept])
+    assert ring_counts == {"ring": len(expected), "pipe": 0}
+    # A consumer that keeps every batch fills the rings: the rest cross the pipe.
+    data = BatchDataset(h5_dataset, config)
+    ring = st._largest_batch(data) * (2 + 3)  # the size of a ring with prefetch_factor 2
+    assert sum(st._layout(*b.x.shape)[1] for b in expected) > 2 * ring
+    got = list(loader(data, num_workers=2, prefetch_factor=2))
+    assert_same_batches(got, expected)
+    assert ring_counts["pipe"] > 0
+
+
+def test_a_ring_never_overwrites_a_batch_in_use(h5_dataset):
+    batches = list(h5_dataset.batches(CONFIGS["padded"]))
+    sizes = [st._layout(*b.x.shape)[1] for b in batches]
+    token = next(st._TOKENS)
+    ring = st._Ring(token, 0, sum(sizes[:3]))  # room for the first three batches
+    st._RINGS[token] = [ring]
+    try:
+        held = [ring.put(batch).tensors() for batch in batches[:3]]
+        assert ring.put(batches[3]) is None  # full of batches in use: the pipe instead
+        assert_same_batches(held, batches[:3])
+        del held[1]  # freed: its place is free again
+        held.append(ring.put(batches[1]).tensors())
+        assert_same_batches(held, [batches[0], batches[2], batches[1]])
+        held.clear()
+        for batch, size in zip(batches, sizes, strict=True):  # dropped at once: round it goes
+            if size <= ring.size:
+                assert_same_batches([ring.put(batch).tensors()], [batch])
+    finally:
+        del st._RINGS[token]
+
+
+def test_a_pass_made_ahead_is_used_only_where_it_fits(h5_dataset):
+    config = CONFIGS["padded"]
+    data = BatchDataset(h5_dataset, config)
+    data._prepare = True  # as in a persistent loader worker: the next pass made ahead
+    list(data)
+    assert data._ahead.key == (1, 0, 1)
+    assert_same_batches(list(data), list(h5_dataset.batches(config, epoch=1)))
+    data.set_epoch(5)  # not the pass made ahead (epoch 2): dropped, made afresh
+    assert_same_batches(list(data), list(h5_dataset.batches(config, epoch=5)))
+    assert data.state_dict() == {"epoch": 6, "start": 0}
+
+
+class NoChecks:
+    """A worker_init_fn that fails any shard check in the worker."""
+
+    def __call__(self, worker_id: int) -> None:
+        def check(path, *args):
+            raise AssertionError(f"worker {worker_id} checked {path} again")
+
+        seqdata.store.shards.check_shard_bytes = check
+
+
+def test_workers_check_no_shard_again(datasets, tmp_path):
+    config = CONFIGS["padded"]
+    path = shutil.copytree(datasets["parquet"], tmp_path / "d")
+    data = BatchDataset(path, config)  # nothing checked yet in this process
+    got = list(loader(data, num_workers=2, worker_init_fn=NoChecks()))
+    assert_same_batches(got, list(open_dataset(path).batches(config)))
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_a_shard_replaced_after_its_check_is_still_caught(datasets, tmp_path, persistent):
+    config = CONFIGS["padded"]
+    path = shutil.copytree(datasets["hdf5"], tmp_path / "d")
+    batches = loader(BatchDataset(path, config), num_workers=2,
+                     persistent_workers=persistent)
+    list(batches)  # every shard checked, by the main process, before the workers started
+    # Every shard replaced by a damaged copy (persistent workers may have read the next
+    # epoch's first window already, before the replacement: it is caught at a later read).
+    for shard in path.glob("data/shard-*"):
+        damaged = bytearray(shard.read_bytes())
+        damaged[len(damaged) // 2] ^= 1
+        (tmp_path / "new").write_bytes(damaged)
+        os.replace(tmp_path / "new", shard)
+    with pytest.raises(ShardError, match=r"shard-\d+\.h5 is damaged"):
+        list(batches)
 
 
 # --- pad_collate ------------------------------------------------------------------------
