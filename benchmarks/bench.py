@@ -185,19 +185,36 @@ def _epoch(batches, step: Callable[[object], None]) -> None:
         step(batch)
 
 
+def _seconds_per_epoch(source: Callable[[], object], step: Callable[[object], None],
+                       epochs: int) -> float:
+    """Seconds per epoch of ``epochs`` epochs of ``source()`` back to back, after one
+    untimed (as in training, what an epoch leaves running, a persistent worker's start
+    of the next pass, counts in the next), then a pause so that it does not count in
+    the next case."""
+    _epoch(source(), step)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        _epoch(source(), step)
+    seconds = (time.perf_counter() - start) / epochs
+    time.sleep(0.5)
+    return seconds
+
+
 def bench_torch(scratch: Path, repeat: int) -> list[dict]:
     """`seqdata.torch.loader`'s epochs of tensors against the numpy batches they come
-    from, with 0 workers and with 2 (a new loader each epoch, forking its workers; or
-    persistent workers, timed from their second epoch), under three consumers:
+    from, with 0 workers and with 2 (a new loader each epoch, forking its workers, or
+    persistent workers), under three consumers:
 
-    - touch: pure loading rate (what the workers add or cost on their own);
+    - touch: pure loading (what the workers add or cost on their own);
     - step waits 2 ms: the CPU idle during the step, as with a GPU;
     - CPU step: `_cpu_step` in one torch thread (torch's default here is 2 threads, one
       a core, which then fight the workers for the 2 cores).
 
-    Workers each plan the whole epoch (reading every shard: "a worker's share" row) and
-    pad only their own batches, which reach the main process through shared memory.
-    Shards are checked (SHA-256) before, as in every epoch after the first.
+    Each figure is the best of ``repeat`` rounds (cases interleaved) of 2 epochs back to
+    back after an untimed one. Workers each plan the whole epoch (reading every shard:
+    "a worker's share" row) and pad only their own batches, which reach the main
+    process through shared memory. Shards are checked (SHA-256) before, as in every
+    epoch after the first.
     """
     try:
         import torch
@@ -216,10 +233,8 @@ def bench_torch(scratch: Path, repeat: int) -> list[dict]:
                      "CPU step, 1 thread": _cpu_step(ds.num_features)}
         for label, step in consumers.items():
             torch.set_num_threads(1 if label.startswith("CPU") else threads)
-
             persistent = loader(BatchDataset(ds, config), num_workers=2,
                                 persistent_workers=True)
-            _epoch(persistent, step)  # its workers start and map their memory: not timed
             sources = {
                 "numpy batches": lambda ds=ds: ds.batches(config),
                 "tensors, 0 workers": lambda ds=ds: loader(BatchDataset(ds, config)),
@@ -227,13 +242,12 @@ def bench_torch(scratch: Path, repeat: int) -> list[dict]:
                     BatchDataset(ds, config), num_workers=2),
                 "tensors, 2 persistent workers": lambda p=persistent: p,
             }
-            cases = {name: lambda source=source, step=step: _epoch(source(), step)
-                     for name, source in sources.items()}
-            seconds = {name: float("inf") for name in cases}
+            seconds = dict.fromkeys(sources, float("inf"))
             for _ in range(repeat):  # interleaved: a slow moment hits every case alike
-                for name, run in cases.items():
-                    seconds[name] = min(seconds[name], timed(run))
-            del persistent
+                for name, source in sources.items():
+                    seconds[name] = min(seconds[name],
+                                        _seconds_per_epoch(source, step, epochs=2))
+            del persistent, sources
             for name, s in seconds.items():
                 row = {"benchmark": "torch", "case": f"{fmt}, {label}: {name}", "seconds": s,
                        "timesteps_per_s": ds.num_timesteps / s}

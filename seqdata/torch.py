@@ -8,7 +8,8 @@ pinned, moved to a device or sent from a loader worker.
   ``DataLoader(data, batch_size=None, num_workers=W)`` worker ``k`` pads batches ``k, k +
   W, ...`` only, so the loader yields `Dataset.batches`' order: no duplicate, no gap.
 - `loader`: that ``DataLoader``, counting the batches it hands out into the dataset, so
-  that ``data.state_dict()`` resumes exactly mid-epoch with workers too.
+  that ``data.state_dict()`` resumes exactly mid-epoch with workers too; its workers
+  hand batches over through shared memory, and may persist from epoch to epoch.
 - `pad_collate`: a collate function that pads rows of variable length (plain torch, or
   Hugging Face ``datasets`` over the Parquet shards) into the same dict of tensors.
 - `to_tensors`, `prefetch_to_device`: one `Batch` as tensors; batches sent to a device ahead.
@@ -636,10 +637,16 @@ def loader(dataset: BatchDatasetBase, *, num_workers: int = 0, pin_memory: bool 
     Workers: the shards are checked (`Dataset.check_unchecked`) before they start, so
     that no worker checks them again. Forked workers hand their batches over through
     shared memory of their own, made once for their lifetime (see `_Ring`); spawned
-    ones through the loader's pipe. With ``persistent_workers`` the workers go on from
-    one complete pass to the next epoch without starting again; a pass that starts
-    anywhere else (after a partial pass, `set_epoch` or ``load_state_dict``) starts
-    new workers there, so the order is always that of `Dataset.batches`.
+    ones through the loader's pipe. Each prepares up to ``prefetch_factor`` batches
+    ahead: by default as many as 64 MiB of the largest batch hold, 2 to 8 (torch's 2
+    leaves the main process waiting whenever the workers plan a window). Parquet
+    workers decode on ``cpu_count // num_workers`` pyarrow threads.
+
+    With ``persistent_workers`` the workers start once: from one complete pass they go
+    on to the next epoch, and start reading it as soon as their share of the pass is
+    done (`_Ahead`). A pass that starts anywhere else (after a partial pass,
+    `set_epoch` or ``load_state_dict``) starts new workers there, so the order is
+    always that of `Dataset.batches`.
     """
     if not isinstance(dataset, BatchDatasetBase):
         raise SpecError(f"dataset must be a seqdata.torch.BatchDataset, got "

@@ -371,6 +371,21 @@ def test_a_pass_made_ahead_is_used_only_where_it_fits(h5_dataset):
     assert data.state_dict() == {"epoch": 6, "start": 0}
 
 
+def test_pinning_copies_a_batch_out_of_its_ring_at_once(h5_dataset, monkeypatch):
+    batch = next(h5_dataset.batches(CONFIGS["padded"]))
+    token = next(st._TOKENS)
+    ring = st._Ring(token, 0, st._layout(*batch.x.shape)[1])  # room for one batch
+    st._RINGS[token] = [ring]
+    empty = torch.empty  # no accelerator here: what the pinning thread does, unpinned
+    monkeypatch.setattr(torch, "empty", lambda *a, pin_memory=False, **k: empty(*a, **k))
+    try:
+        pinned = ring.put(batch).pin_memory()
+        assert ring.put(batch) is not None  # released at once: room again
+        assert_same_batches([pinned], [batch])
+    finally:
+        del st._RINGS[token]
+
+
 class NoChecks:
     """A worker_init_fn that fails any shard check in the worker."""
 
