@@ -10,7 +10,7 @@ models stay loadable without `trainer`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from seqdata.checks import check_choice, check_int, check_number
@@ -48,15 +48,6 @@ class ScheduleConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (config.json)."""
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ScheduleConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown schedule keys {unknown}, expected some of "
-                              f"{sorted(known)}")
-        return cls(**data)
 
     def learning_rate(self, peak: float, total_steps: int) -> Any:
         """What the optimizer takes: ``peak`` itself, or a Keras schedule over
