@@ -37,21 +37,26 @@ import itertools
 import mmap
 import multiprocessing
 import os
+import shutil
+import tempfile
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from seqdata.checks import check_bool, check_int
 from seqdata.errors import SpecError
-from seqdata.read.batch import Batch
+from seqdata.read.batch import Batch, new_batch
 from seqdata.read.batching import check_budget
 from seqdata.read.config import BatchConfig, as_config
 from seqdata.read.dataset import Dataset, open_dataset
 from seqdata.read.prefetch import prefetch
+from seqdata.store.decoded import DecodedShards
+from seqdata.store.formats import get_format
 
 if TYPE_CHECKING:
     import torch
@@ -195,7 +200,8 @@ class BatchDatasetBase:
         """The numpy batches ``first, first + workers, ...`` of epoch ``epoch``."""
         config = replace(self.config, epoch=epoch, start=first)
         select = None if workers == 1 else (lambda k: (k - first) % workers == 0)
-        return self.dataset.batches(config, select=select)
+        memory = new_batch if self._ring is None else self._ring.reserve
+        return self.dataset.batches(config, select=select, memory=memory)
 
     def _send(self, batch: Batch) -> _Shared | _Packed:
         """A `loader` worker's batch as it crosses to the main process: through the
@@ -351,6 +357,7 @@ _RING_LIMIT = 1 << 30  # a ring's size at most; a larger batch goes through the 
 # _PREFETCH_MOST. Both workers plan each window at the same moment (10-30 ms here), and
 # torch's default of 2 leaves the main process waiting at every window.
 _PREFETCH_BYTES, _PREFETCH_MOST = 64 << 20, 8
+_SHARED_MEMORY = "/dev/shm"  # where `loader` workers decode Parquet shards once
 _RINGS: dict[int, list[_Ring]] = {}  # main process: the rings of each loader iterator
 _TOKENS = itertools.count()
 
@@ -406,6 +413,7 @@ class _Ring:
         # The worker's side: batches sent, where the next goes, those maybe in use.
         self._sent, self._at = 0, 0
         self._held: list[tuple[int, int, int]] = []  # (number, start, stop)
+        self._reserved: tuple[int, int] | None = None  # (start, size) of `reserve`'s room
 
     def view(self, start: int, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
         count = int(np.prod(shape))
@@ -434,8 +442,23 @@ class _Ring:
             start = max(blocking)
         return None
 
+    def reserve(self, rows: int, width: int, features: int) -> Batch:
+        """Worker: a `BatchMemory` (see `seqdata.read.batch`): room in the ring for the
+        next batch, which is then padded straight into it (`put` sends it without a
+        copy); new arrays when the ring has no room."""
+        starts, size = _layout(rows, width, features)
+        start = self._place(size)
+        if start is None:
+            self._reserved = None
+            return new_batch(rows, width, features)
+        self._reserved = start, size
+        return Batch(*(self.view(start + at, dtype, shape) for (_, dtype), shape, at
+                       in zip(_RING_FIELDS, _shapes(rows, width, features), starts,
+                              strict=True)))
+
     def put(self, batch: Batch) -> _Shared | None:
-        """Worker: ``batch`` copied into the ring, or None when it has no room there."""
+        """Worker: ``batch`` in the ring (padded there through `reserve`, or copied in),
+        or None when it has no room there."""
         arrays = [getattr(batch, name) for name, _ in _RING_FIELDS]
         if arrays[0].ndim != 3:
             return None
@@ -444,11 +467,16 @@ class _Ring:
                in zip(arrays, _RING_FIELDS, _shapes(*shape), strict=True)):
             return None
         starts, size = _layout(*shape)
-        start = self._place(size)
-        if start is None:
-            return None
-        for array, at in zip(arrays, starts, strict=True):
-            np.copyto(self.view(start + at, array.dtype, array.shape), array)
+        reserved, self._reserved = self._reserved, None
+        if reserved is not None and reserved[1] == size and \
+                arrays[0].ctypes.data == self.address + reserved[0] + starts[0]:
+            start = reserved[0]
+        else:
+            start = self._place(size)
+            if start is None:
+                return None
+            for array, at in zip(arrays, starts, strict=True):
+                np.copyto(self.view(start + at, array.dtype, array.shape), array)
         number, self._sent, self._at = self._sent, self._sent + 1, start + size
         self._held.append((number, start, start + size))
         return _Shared(self.token, self.worker, number, start, shape)
@@ -517,12 +545,49 @@ def _forks(loader: DataLoader) -> bool:
     return (context or multiprocessing).get_start_method() == "fork"
 
 
+def _decoded_directory(dataset: Dataset) -> Path | None:
+    """The directory in shared memory where `loader` workers decode each shard of a
+    Parquet ``dataset`` once (`seqdata.store.decoded`), made on first use and removed
+    with the `Dataset` (or at exit). None where the format reads byte ranges itself
+    (HDF5), where there is no shared memory (``/dev/shm``), or where the decoded dataset
+    would take more than 1/4 of the memory available or 1/2 of the free shared memory."""
+    if get_format(dataset.format).reads_spans:
+        return None
+    directory = getattr(dataset, "_decoded_directory", None)
+    if directory is not None and directory.is_dir():
+        return directory
+    size = dataset.num_timesteps * (4 * dataset.num_features + 1)
+    try:
+        free = shutil.disk_usage(_SHARED_MEMORY).free
+    except OSError:
+        return None
+    available = _memory_available()
+    if 2 * size > free or (available is not None and 4 * size > available):
+        return None
+    directory = Path(tempfile.mkdtemp(prefix="seqdata-decoded-", dir=_SHARED_MEMORY))
+    dataset._decoded_directory = directory
+    weakref.finalize(dataset, shutil.rmtree, directory, True)
+    return directory
+
+
+def _memory_available() -> int | None:
+    """Bytes of memory available (Linux's MemAvailable), None where unknown."""
+    try:
+        lines = Path("/proc/meminfo").read_text().splitlines()
+    except OSError:
+        return None
+    return next((int(line.split()[1]) * 1024 for line in lines
+                 if line.startswith("MemAvailable:")), None)
+
+
 class _WorkerInit:
     """``worker_init_fn`` of `loader`: its workers hand out `_Shared` or `_Packed`
-    batches, not tensors; then the caller's own ``worker_init_fn``, if any."""
+    batches, not tensors, and decode shards into ``decoded``, if any; then the caller's
+    own ``worker_init_fn``, if any."""
 
-    def __init__(self, then: Callable[[int], None] | None, persistent: bool) -> None:
-        self.then, self.persistent = then, persistent
+    def __init__(self, then: Callable[[int], None] | None, persistent: bool,
+                 decoded: Path | None) -> None:
+        self.then, self.persistent, self.decoded = then, persistent, decoded
 
     def __call__(self, worker_id: int) -> None:
         from torch.utils.data import get_worker_info
@@ -530,6 +595,8 @@ class _WorkerInit:
         info = get_worker_info()
         data = info.dataset
         data._packed, data._prepare = True, self.persistent
+        if self.decoded is not None:
+            data.dataset.decoded = DecodedShards(self.decoded)
         if data.dataset.format == "parquet":  # pyarrow decodes on threads: share the cores
             import pyarrow
 
@@ -623,7 +690,8 @@ def _loader_class() -> type:
 
 
 def loader(dataset: BatchDatasetBase, *, num_workers: int = 0, pin_memory: bool = False,
-           persistent_workers: bool = False, **options: Any) -> DataLoader:
+           persistent_workers: bool = False, decode_once: bool = True,
+           **options: Any) -> DataLoader:
     """A ``DataLoader`` over ``dataset``'s batches (``batch_size=None``): a pass is the rest
     of the dataset's epoch, in `Dataset.batches`' order, split between ``num_workers``.
 
@@ -642,6 +710,14 @@ def loader(dataset: BatchDatasetBase, *, num_workers: int = 0, pin_memory: bool 
     leaves the main process waiting whenever the workers plan a window). Parquet
     workers decode on ``cpu_count // num_workers`` pyarrow threads.
 
+    Each worker plans the whole epoch from lengths and ids, and reads only its own
+    batches' rows (`seqdata.read.located`): byte ranges of the HDF5 shards; of Parquet
+    shards, byte ranges of each shard decoded once (by whichever worker needs it first)
+    into shared memory that lives as long as the dataset (``decode_once``; only where the
+    decoded dataset takes at most 1/4 of the memory available; see
+    `_decoded_directory`). Otherwise every Parquet worker decodes every shard, every
+    epoch.
+
     With ``persistent_workers`` the workers start once: from one complete pass they go
     on to the next epoch, and start reading it as soon as their share of the pass is
     done (`_Ahead`). A pass that starts anywhere else (after a partial pass,
@@ -654,6 +730,7 @@ def loader(dataset: BatchDatasetBase, *, num_workers: int = 0, pin_memory: bool 
     check_int("num_workers", num_workers, 0)
     check_bool("pin_memory", pin_memory)
     check_bool("persistent_workers", persistent_workers)
+    check_bool("decode_once", decode_once)
     for name in ("batch_size", "shuffle", "sampler", "batch_sampler", "collate_fn",
                  "drop_last"):
         if name in options:
@@ -666,7 +743,8 @@ def loader(dataset: BatchDatasetBase, *, num_workers: int = 0, pin_memory: bool 
     if num_workers and options.get("prefetch_factor") is None:
         largest = _largest_batch(dataset)
         options["prefetch_factor"] = min(max(_PREFETCH_BYTES // largest, 2), _PREFETCH_MOST)
-    init = _WorkerInit(options.pop("worker_init_fn", None), persistent_workers)
+    decoded = _decoded_directory(dataset.dataset) if num_workers and decode_once else None
+    init = _WorkerInit(options.pop("worker_init_fn", None), persistent_workers, decoded)
     return _loader_class()(dataset, batch_size=None, num_workers=num_workers,
                            pin_memory=pin_memory and _can_pin(),
                            persistent_workers=persistent_workers, worker_init_fn=init,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,3 +48,15 @@ class Batch:
         """Share of the batch's B * L steps that are padding."""
         size = self.mask.size
         return 0.0 if size == 0 else 1.0 - self.num_timesteps / size
+
+
+def new_batch(rows: int, width: int, features: int) -> Batch:
+    """A `Batch` of (rows, width, features) in new, uninitialized arrays."""
+    return Batch(np.empty((rows, width, features), np.float32), np.empty((rows, width), np.uint8),
+                 np.empty((rows, width), np.bool_), np.empty(rows, np.int32),
+                 np.empty(rows, np.int64))
+
+
+# (rows, width, features) -> a Batch of arrays of those shapes to pad a batch into (a
+# loader's shared memory, say); `new_batch` makes new ones.
+BatchMemory = Callable[[int, int, int], Batch]

@@ -30,7 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from seqdata.errors import SpecError
-from seqdata.read.batch import Batch
+from seqdata.read.batch import Batch, BatchMemory, new_batch
 from seqdata.read.config import BatchConfig
 from seqdata.read.group import FILL_ID, Group, block_order
 from seqdata.sequences import Sequences
@@ -105,9 +105,9 @@ class Planned(NamedTuple):
         return np.concatenate((self.group.lengths[self.rows],
                                np.zeros(self.size - len(self.rows), np.int64)))
 
-    def pad(self) -> Batch:
-        """The padded `Batch`."""
-        return self.group.pad(self.rows, self.pad_to, self.size)
+    def pad(self, memory: BatchMemory = new_batch) -> Batch:
+        """The padded `Batch`, in arrays from ``memory``."""
+        return self.group.pad(self.rows, self.pad_to, self.size, memory)
 
 
 def pad_length(cfg: BatchConfig, key: int, boundaries: tuple[int, ...]) -> int:

@@ -15,14 +15,17 @@ from typing import Any
 import numpy as np
 
 from seqdata.errors import ShardError
-from seqdata.read.batch import Batch
+from seqdata.read.batch import Batch, BatchMemory, new_batch
 from seqdata.read.batching import Planned, ShardLoader, check_budget, plan_batches
 from seqdata.read.config import BatchConfig, as_config
+from seqdata.read.located import Locator
 from seqdata.sequences import Sequences
 from seqdata.spec import LagSumSpec
 from seqdata.store.buffers import ReadBuffers
+from seqdata.store.decoded import DecodedShards
+from seqdata.store.formats import get_format
 from seqdata.store.manifest import Manifest, ShardInfo, read_manifest
-from seqdata.store.shards import read_shard
+from seqdata.store.shards import read_shard, read_spans
 
 
 class Dataset:
@@ -43,6 +46,10 @@ class Dataset:
         self.check_hashes = check_hashes
         # shard -> its file's key when its bytes and content were last checked
         self._checked: dict[int, tuple[int, int, int, int]] = {}
+        # Where shards of a format without span reads are decoded once, for the span
+        # reads of a share (`seqdata.store.decoded`; set in `seqdata.torch.loader`'s
+        # workers): None, each share decodes the shards itself.
+        self.decoded: DecodedShards | None = None
 
     def __repr__(self) -> str:
         return (f"Dataset({str(self.root)!r}, format={self.format!r}, "
@@ -107,15 +114,40 @@ class Dataset:
         while a `Dataset` is open is a ShardError naming it, never new data.
         """
         whole = values and buckets is None
-        key = self._file_key(index) if self.check_hashes else None
-        if key is not None and self._checked.get(index) != key:
-            parts = read_shard(self.root, self.manifest, index, check_bytes=True,
-                               buffers=buffers if whole else None)
-            self._checked[index] = key
-            if whole:
-                return parts
+        parts = self._recheck(index, buffers if whole else None)
+        if parts is not None and whole:
+            return parts
         return read_shard(self.root, self.manifest, index, buckets, values=values,
                           buffers=buffers)
+
+    def read_spans(self, index: int, spans: np.ndarray, x_out: np.ndarray,
+                   y_out: np.ndarray, wait: bool = True) -> bool | None:
+        """Copy runs of timesteps of shard ``index`` straight from its file into ``x_out``
+        / ``y_out``: run i is timesteps ``spans[i, 1]:spans[i, 2]`` of bucket ``spans[i,
+        0]``, written from row ``spans[i, 3]``. False, having read nothing, if the shard
+        reads whole buckets only (Parquet) and no ``decoded`` directory holds it decoded;
+        None, without ``wait``, if another process is decoding it there. The shard is
+        checked as `read_shard` does."""
+        self._recheck(index)
+        if read_spans(self.root, self.manifest, index, spans, x_out, y_out):
+            return True
+        if self.decoded is None:
+            return False
+        return self.decoded.read_spans(index, self.shards[index].bucket_timesteps,
+                                       self.num_features, lambda: self.read_shard(index),
+                                       spans, x_out, y_out, wait)
+
+    def _recheck(self, index: int, buffers: ReadBuffers | None = None) -> list[Sequences] | None:
+        """Check shard ``index`` (bytes and content) if it was not checked since its file
+        last changed; the buckets that check read, or None if none was needed."""
+        if not self.check_hashes:
+            return None
+        key = self._file_key(index)
+        if self._checked.get(index) == key:
+            return None
+        parts = read_shard(self.root, self.manifest, index, check_bytes=True, buffers=buffers)
+        self._checked[index] = key
+        return parts
 
     def check_hash(self, index: int) -> None:
         """Raise ShardError unless shard ``index`` has the size, SHA-256 and content the
@@ -158,19 +190,34 @@ class Dataset:
 
     def batches(self, config: BatchConfig | str = "bucketed", /, *,
                 select: Callable[[int], bool] | None = None,
-                **options: Any) -> Iterator[Batch]:
+                memory: BatchMemory = new_batch, **options: Any) -> Iterator[Batch]:
         """One epoch of batches, as ``config`` (a `BatchConfig`) says.
 
         For convenience a mode and options work too: ``batches("padded", batch_size=8)``
         is ``batches(BatchConfig("padded", batch_size=8))``. With ``select``, only batches
-        ``k`` (index in the epoch) with ``select(k)`` true are padded and yielded; the
-        others are planned, never materialized (a loader worker's share).
+        ``k`` (index in the epoch) with ``select(k)`` true are yielded (a loader worker's
+        share). Where the format reads parts of buckets (HDF5), or ``decoded`` holds the
+        shards decoded once, the epoch is then planned from lengths and ids alone and
+        only the selected batches' rows are read (`seqdata.read.located`); otherwise
+        every shard is read and only the selected batches are padded. Each batch is
+        padded into arrays from ``memory`` (default: new ones; a loader's shared
+        memory, say).
         """
         cfg = as_config(config, **options)
-        planned = self._plan(cfg, lambda i, buffers: self.read_shard(i, buffers=buffers))
-        for k, batch in enumerate(planned):
-            if k >= cfg.start and (select is None or select(k)):
-                yield batch.pad()
+        if select is None or not (get_format(self.format).reads_spans
+                                  or self.decoded is not None):
+            planned = self._plan(cfg, lambda i, buffers: self.read_shard(i, buffers=buffers))
+            for k, batch in enumerate(planned):
+                if k >= cfg.start and (select is None or select(k)):
+                    yield batch.pad(memory)
+            return
+        # A share: plan over locations, read only the selected batches' rows.
+        locator = Locator(lambda i: self.read_shard(i, values=False), self.read_spans,
+                          self.read_shard, self.num_features,
+                          keep_shards=4 * cfg.window_shards, keep_values=2 * cfg.window_shards)
+        for k, batch in enumerate(self._plan(replace(cfg, read_ahead=False), locator.load)):
+            if k >= cfg.start and select(k):
+                yield locator.pad(batch, memory)
 
     def plan(self, config: BatchConfig | str = "bucketed", /,
              **options: Any) -> list[tuple[np.ndarray, np.ndarray]]:

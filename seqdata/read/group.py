@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from seqdata.read.batch import Batch
+from seqdata.read.batch import Batch, BatchMemory, new_batch
 from seqdata.sequences import Sequences, step_index
 
 # Copy run by run while a batch holds at most one run per this many sequences; with
@@ -77,16 +77,18 @@ class Group:
         cuts = np.flatnonzero(split) + 1
         return [0, *cuts.tolist()], [*cuts.tolist(), len(rows)]
 
-    def pad(self, rows: np.ndarray, pad_to: int = 0, size: int = 0) -> Batch:
+    def pad(self, rows: np.ndarray, pad_to: int = 0, size: int = 0,
+            memory: BatchMemory = new_batch) -> Batch:
         """Right-pad rows ``rows`` into a `Batch` (length: their longest, or ``pad_to``),
-        filled up to ``size`` rows with fill rows (all padding, length 0, id -1)."""
+        filled up to ``size`` rows with fill rows (all padding, length 0, id -1), in
+        arrays from ``memory``."""
         lengths = self.lengths[rows]
         width = max(int(lengths.max(initial=0)), pad_to)
         features = self.parts[0].x.shape[1] if self.parts else 0
         real, fill = len(rows), max(size - len(rows), 0)
+        out = memory(real + fill, width, features)
         # Only the padding is zeroed: writing zeros everywhere first would cost a pass.
-        x = np.empty((real + fill, width, features), np.float32)
-        y = np.empty((real + fill, width), np.uint8)
+        x, y = out.x, out.y
         x[real:] = 0
         y[real:] = 0
         firsts, stops = self._runs(rows, same_length=True)
@@ -108,12 +110,10 @@ class Group:
                 y[same, :n] = y_windows[starts]
                 x[same, n:] = 0
                 y[same, n:] = 0
-        ids = self.ids[rows]
-        if fill:
-            lengths = np.concatenate((lengths, np.zeros(fill, lengths.dtype)))
-            ids = np.concatenate((ids, np.full(fill, FILL_ID, ids.dtype)))
-        mask = np.arange(width) < lengths[:, None]
-        return Batch(x, y, mask, lengths.astype(np.int32), ids)
+        out.lengths[:real], out.lengths[real:] = lengths, 0
+        out.ids[:real], out.ids[real:] = self.ids[rows], FILL_ID
+        np.less(np.arange(width), out.lengths[:, None], out=out.mask)
+        return out
 
     def _windows_of(self, part: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """`windows` of length ``n`` over a part's x and y, made once per group."""

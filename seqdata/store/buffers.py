@@ -51,3 +51,27 @@ def read_file(path: Path, buffers: ReadBuffers | None = None) -> np.ndarray:
     except OSError as e:
         raise ShardError(f"shard {path} cannot be read: {e.strerror or e}") from None
     return data
+
+
+# bucket -> (byte offset of its x, byte offset of its y, its timesteps) in one file
+SpanBases = dict[int, tuple[int, int, int]]
+
+
+def read_spans_into(fd: int, path: Path, bases: SpanBases, spans: np.ndarray,
+                    x_out: np.ndarray, y_out: np.ndarray) -> None:
+    """Copy runs of timesteps of a file holding each bucket's x (float32, F a step) and y
+    (uint8) contiguous, at ``bases``: run i is timesteps ``spans[i, 1]:spans[i, 2]`` of
+    bucket ``spans[i, 0]``, written to ``x_out`` / ``y_out`` from row ``spans[i, 3]``.
+    One ``preadv`` for each run's x and one for its y, straight into the outputs."""
+    step = x_out.itemsize * x_out.shape[1]
+    x_bytes = memoryview(x_out.reshape(-1).view(np.uint8))
+    y_bytes = memoryview(y_out)
+    for bucket, start, stop, at in spans.tolist():
+        x_at, y_at, total = bases[bucket]
+        if not 0 <= start <= stop <= total:
+            raise ShardError(f"shard {path} bucket {bucket}: timesteps {start}:{stop} asked "
+                             f"for, it holds {total}")
+        n = stop - start
+        if (os.preadv(fd, [x_bytes[at * step:(at + n) * step]], x_at + start * step) != n * step
+                or os.preadv(fd, [y_bytes[at:at + n]], y_at + start) != n):
+            raise ShardError(f"shard {path} ended early: truncated")

@@ -62,10 +62,7 @@ def read_shard(root: Path, manifest: Manifest, index: int, buckets: Sequence[int
     if check_bytes:
         check_shard_bytes(path, info, data)
     wanted = list(range(len(manifest.boundaries))) if buckets is None else list(buckets)
-    counts = {b: (n, t) for b, (n, t) in enumerate(zip(info.bucket_sequences,
-                                                        info.bucket_timesteps, strict=True))
-              if n}
-    parts = fmt.read_buckets(path, wanted, counts, manifest.spec.num_features, values,
+    parts = fmt.read_buckets(path, wanted, _counts(info), manifest.spec.num_features, values,
                              data if fmt.reads_whole else None)
     for b, part in zip(wanted, parts, strict=True):
         if len(part) != info.bucket_sequences[b] or \
@@ -81,6 +78,23 @@ def read_shard(root: Path, manifest: Manifest, index: int, buckets: Sequence[int
             raise ShardError(f"shard {path} is damaged: {problems[0]}"
                              + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     return parts
+
+
+def read_spans(root: Path, manifest: Manifest, index: int, spans: np.ndarray,
+               x_out: np.ndarray, y_out: np.ndarray) -> bool:
+    """Runs of timesteps of shard ``index`` copied straight into ``x_out`` / ``y_out``
+    (see the formats' ``read_spans``); False if the shard reads whole buckets only."""
+    info = manifest.shards[index]
+    return get_format(manifest.format).read_spans(root / info.path, _counts(info),
+                                                  manifest.spec.num_features, spans,
+                                                  x_out, y_out)
+
+
+def _counts(info: ShardInfo) -> dict[int, tuple[int, int]]:
+    """Non-empty bucket -> (sequences, timesteps) of a shard, as the manifest lists them."""
+    return {b: (n, t) for b, (n, t) in enumerate(zip(info.bucket_sequences,
+                                                      info.bucket_timesteps, strict=True))
+            if n}
 
 
 def value_range(spec: LagSumSpec) -> tuple[float, float]:

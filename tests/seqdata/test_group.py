@@ -1,7 +1,6 @@
 """Groups: batches copied straight from several parts, by runs or by gathers, and the
 block shuffle that makes runs long."""
 
-import h5py
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -10,6 +9,7 @@ from hypothesis import strategies as st
 from seqdata import open_dataset
 from seqdata.read.group import Group, block_order
 from seqdata.sequences import Sequences
+from tests.helpers import repack_chunked
 
 
 def make_parts(part_lengths: list[list[int]], features: int = 3) -> list[Sequences]:
@@ -114,14 +114,7 @@ def test_hdf5_shards_rewritten_with_chunked_datasets_still_read(datasets, tmp_pa
     copy = tmp_path / "repacked"
     shutil.copytree(datasets["hdf5"], copy)
     shard = sorted(copy.glob("data/shard-*.h5"))[0]
-    with h5py.File(shard, "r") as f:
-        groups = {g: {k: f[g][k][()] for k in f[g]} for g in f}
-        attrs = dict(f.attrs)
-    with h5py.File(shard, "w") as f:
-        f.attrs.update(attrs)
-        for g, fields in groups.items():
-            for k, v in fields.items():
-                f.create_dataset(f"{g}/{k}", data=v, chunks=True, compression="gzip")
+    repack_chunked(shard)
     original = open_dataset(datasets["hdf5"]).read_shard(0)
     repacked = open_dataset(copy, check_hashes=False).read_shard(0)
     for a, b in zip(original, repacked, strict=True):

@@ -3,11 +3,13 @@ in `Dataset.batches`' order, exact resume, and `pad_collate` for rows of variabl
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import pickle
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,8 +70,8 @@ def test_a_worker_pads_only_its_own_batches(h5_dataset, monkeypatch):
     padded = []
     original = h5_dataset.batches
 
-    def counting(cfg, *, select=None):
-        for batch in original(cfg, select=select):
+    def counting(cfg, *, select=None, **options):
+        for batch in original(cfg, select=select, **options):
             padded.append(batch)
             yield batch
 
@@ -357,6 +359,69 @@ def test_a_ring_never_overwrites_a_batch_in_use(h5_dataset):
                 assert_same_batches([ring.put(batch).tensors()], [batch])
     finally:
         del st._RINGS[token]
+
+
+@pytest.mark.parametrize("fmt", ["hdf5", "parquet"])
+def test_workers_pad_straight_into_their_ring(datasets, fmt, monkeypatch):
+    """A worker's batch is padded in the ring's memory (`_Ring.reserve`) and sent from
+    there: no copy in `put`, unless the ring has no room, when new arrays go by pipe."""
+    ds = open_dataset(datasets[fmt])
+    config = CONFIGS["bucketed budget"]
+    expected = list(ds.batches(config))
+    token = next(st._TOKENS)
+    ring = st._Ring(token, 1, 3 * st._largest_batch(BatchDataset(ds, config)))
+    st._RINGS[token] = [None, ring]
+    copies = []
+    copyto = np.copyto
+    monkeypatch.setattr(np, "copyto", lambda *a, **k: copies.append(1) or copyto(*a, **k))
+    monkeypatch.setattr(st, "_worker", lambda: (1, 2))
+    data = BatchDataset(ds, config)
+    data._packed, data._ring = True, ring
+    try:
+        got = []
+        for b in data:  # each dropped after its step: the ring always has room
+            assert isinstance(b, st._Shared)
+            got.append({k: v.clone() for k, v in b.tensors().items()})
+        assert_same_batches(got, expected[1::2])
+        assert not copies
+        data.set_epoch(0)
+        kept = [b.tensors() if isinstance(b, st._Shared) else b for b in data]
+        # Kept in use: the ring fills up, and the rest crosses the pipe.
+        assert any(isinstance(b, st._Packed) for b in kept)
+        assert_same_batches([b.tensors() if isinstance(b, st._Packed) else b for b in kept],
+                            expected[1::2])
+    finally:
+        del st._RINGS[token]
+
+
+def test_parquet_workers_decode_each_shard_once_into_shared_memory(datasets):
+    ds = open_dataset(datasets["parquet"])
+    config = CONFIGS["bucketed budget"]
+    expected = list(ds.batches(config))
+    data = BatchDataset(ds, config)
+    for _ in range(2):  # two epochs, new workers each: the shards stay decoded
+        assert_same_batches(list(loader(data, num_workers=2)), list(ds.batches(
+            config, epoch=data.epoch - 1)))
+    directory = ds._decoded_directory
+    assert directory.parent == Path(st._SHARED_MEMORY)
+    assert len(list(directory.glob("*.raw"))) == len(ds.shards)
+    assert_same_batches(list(loader(BatchDataset(ds, config), num_workers=2)), expected)
+    assert ds._decoded_directory == directory  # one directory for the dataset's lifetime
+    del ds, data
+    gc.collect()
+    assert not directory.exists()
+
+
+def test_shards_are_decoded_once_only_where_it_pays_and_fits(datasets, monkeypatch):
+    h5, pq = open_dataset(datasets["hdf5"]), open_dataset(datasets["parquet"])
+    assert st._decoded_directory(h5) is None  # HDF5 reads byte ranges itself
+    list(loader(BatchDataset(pq, "padded"), num_workers=1, decode_once=False))
+    assert getattr(pq, "_decoded_directory", None) is None
+    monkeypatch.setattr(st, "_memory_available", lambda: 3 * pq.num_timesteps * 21)
+    assert st._decoded_directory(pq) is None  # more than 1/4 of the memory available
+    monkeypatch.setattr(st, "_SHARED_MEMORY", "/nonexistent")
+    monkeypatch.setattr(st, "_memory_available", lambda: None)
+    assert st._decoded_directory(pq) is None
 
 
 def test_a_pass_made_ahead_is_used_only_where_it_fits(h5_dataset):

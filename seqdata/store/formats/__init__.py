@@ -31,6 +31,7 @@ BucketCounts = Mapping[int, tuple[int, int]]
 
 class ShardFormat(Protocol):
     reads_whole: bool  # whether reading all buckets is fastest from the file's bytes in memory
+    reads_spans: bool  # whether `read_spans` reads parts of a bucket (see there)
 
     def encode(self, out: MemoryFile, seqs: Sequences, runs: Sequence[BucketRun],
                chunk: int) -> None:
@@ -52,6 +53,17 @@ class ShardFormat(Protocol):
         ``reads_whole`` return views of it, others read the file themselves.
 
         Raises ShardError naming ``path`` when the file does not hold what is expected.
+        """
+        ...
+
+    def read_spans(self, path: Path, counts: BucketCounts, num_features: int,
+                   spans: np.ndarray, x_out: np.ndarray, y_out: np.ndarray) -> bool:
+        """Copy runs of timesteps straight from the file into the outputs.
+
+        ``spans`` is (k, 4): run i is timesteps ``spans[i, 1]:spans[i, 2]`` of bucket
+        ``spans[i, 0]``, written to ``x_out`` / ``y_out`` from row ``spans[i, 3]``. Returns
+        False, having read nothing, when the format (or this file's layout) reads whole
+        buckets only.
         """
         ...
 

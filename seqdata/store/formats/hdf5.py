@@ -20,6 +20,7 @@ import numpy as np
 from seqdata.errors import ShardError
 from seqdata.sequences import Sequences
 from seqdata.store.atomic import open_regular
+from seqdata.store.buffers import read_spans_into
 from seqdata.store.formats import BucketCounts, BucketRun, lengths_only
 from seqdata.store.memfile import MemoryFile
 
@@ -33,6 +34,7 @@ def group_name(bucket: int) -> str:
 
 class Hdf5Format:
     reads_whole = True  # one read call, then views: no h5py call per dataset
+    reads_spans = True  # contiguous datasets: a run of sequences is one byte range
 
     def encode(self, out: MemoryFile, seqs: Sequences, runs: Sequence[BucketRun],
                chunk: int) -> None:
@@ -89,6 +91,21 @@ class Hdf5Format:
                                  f"{total} timesteps and {len(ids)} ids")
             result.append(Sequences(x, y, offsets, ids) if values else lengths_only(offsets, ids))
         return result
+
+    def read_spans(self, path: Path, counts: BucketCounts, num_features: int,
+                   spans: np.ndarray, x_out: np.ndarray, y_out: np.ndarray) -> bool:
+        try:
+            layout = _layout(path, counts, num_features)
+            if layout is None:  # chunked: h5py reads it, a bucket at a time
+                return False
+            bases = {b: (e["x"][0], e["y"][0], e["y"][1][0]) for b, e in layout.items()}
+            with open_regular(path) as f:
+                read_spans_into(f.fileno(), path, bases, spans, x_out, y_out)
+        except ShardError:
+            raise
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
+            raise ShardError(f"shard {path} is not a readable seqdata HDF5 shard: {e}") from None
+        return True
 
 
 # (offset in the file, shape) of each field of each bucket's group

@@ -58,6 +58,7 @@ def _table(part: Sequences, bucket: int, schema: pa.Schema) -> pa.Table:
 
 class ParquetFormat:
     reads_whole = False  # pyarrow reads (and decodes in parallel) best from the file itself
+    reads_spans = False  # pages interleave values with list levels: row groups decode whole
 
     def encode(self, out: MemoryFile, seqs: Sequences, runs: Sequence[BucketRun],
                chunk: int) -> None:
@@ -100,6 +101,10 @@ class ParquetFormat:
             raise
         except (OSError, pa.ArrowException, ValueError, TypeError, IndexError) as e:
             raise ShardError(f"shard {path} is not a readable seqdata Parquet shard: {e}") from None
+
+    def read_spans(self, path: Path, counts: BucketCounts, num_features: int,
+                   spans: np.ndarray, x_out: np.ndarray, y_out: np.ndarray) -> bool:
+        return False
 
     @staticmethod
     def _read_groups(pf: pq.ParquetFile, path: Path,

@@ -1,0 +1,190 @@
+"""A share of an epoch (`Dataset.batches(select=...)`): planned over locations, padded
+from just its own rows (`seqdata.read.located`), equal to the full epoch's batches."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import seqdata.read.dataset
+from seqdata import BatchConfig, ShardError, open_dataset
+from seqdata.read.located import SHARD_SHIFT, Locator
+from seqdata.store.decoded import DecodedShards
+from tests.helpers import repack_chunked
+
+CONFIGS = {
+    "bucketed count": BatchConfig(batch_size=24, seed=5),
+    "bucketed budget": BatchConfig(max_timesteps=700, seed=6, epoch=3),
+    "padded": BatchConfig("padded", batch_size=40, seed=7),
+    "static shapes": BatchConfig(batch_size=24, seed=8, static_shapes=True),
+    "same length, per-sequence shuffle": BatchConfig(batch_size=8, same_length=True,
+                                                     shuffle_block=1, seed=9),
+    "window of 1, no shuffle": BatchConfig(batch_size=16, window_shards=1, shuffle=False),
+    "from batch 5": BatchConfig(max_timesteps=900, seed=10, start=5),
+}
+FIELDS = ("x", "y", "mask", "lengths", "ids")
+
+
+def assert_same(got, expected) -> None:
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        for name in FIELDS:
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+@pytest.mark.parametrize("fmt", ["hdf5", "parquet"])
+@pytest.mark.parametrize("case", sorted(CONFIGS))
+def test_each_share_holds_exactly_its_batches_of_the_epoch(datasets, fmt, case):
+    ds = open_dataset(datasets[fmt])
+    config = CONFIGS[case]
+    full = list(ds.batches(config))
+    assert len(full) > 6
+    for workers in (2, 3):
+        for k in range(workers):
+            share = list(ds.batches(config, select=lambda i, k=k, w=workers:
+                                    (i - config.start) % w == k))
+            assert_same(share, full[k::workers])
+
+
+def test_an_hdf5_share_reads_only_its_own_rows(datasets, monkeypatch):
+    """No whole shard is read: lengths and ids, then exactly the timesteps of the
+    selected batches, each once."""
+    ds = open_dataset(datasets["hdf5"])
+    ds.check_unchecked()
+    config = CONFIGS["bucketed budget"]
+    whole_reads, read_steps = [], []
+    read_shard, read_spans = ds.read_shard, ds.read_spans
+
+    def counting_shard(index, buckets=None, values=True, buffers=None):
+        if values:
+            whole_reads.append(index)
+        return read_shard(index, buckets, values, buffers)
+
+    def counting_spans(index, spans, x_out, y_out, wait=True):
+        read_steps.append(int((spans[:, 2] - spans[:, 1]).sum()))
+        return read_spans(index, spans, x_out, y_out, wait)
+
+    monkeypatch.setattr(ds, "read_shard", counting_shard)
+    monkeypatch.setattr(ds, "read_spans", counting_spans)
+    share = list(ds.batches(config, select=lambda i: i % 2 == 1))
+    assert not whole_reads
+    assert sum(read_steps) == sum(int(b.lengths.sum()) for b in share)
+    assert 0 < sum(read_steps) < ds.num_timesteps * 0.75
+
+
+def test_locations_carry_shard_and_row(h5_dataset):
+    """The planner sees ids replaced by locations: shard << 32 | row in the shard."""
+    locator = Locator(lambda i: h5_dataset.read_shard(i, values=False), h5_dataset.read_spans,
+                      h5_dataset.read_shard, h5_dataset.num_features, 2, 2)
+    for shard in (0, len(h5_dataset.shards) - 1):
+        parts = locator.load(shard)
+        where = np.concatenate([p.ids for p in parts])
+        np.testing.assert_array_equal(where >> SHARD_SHIFT, shard)
+        np.testing.assert_array_equal(where & ((1 << SHARD_SHIFT) - 1), np.arange(len(where)))
+        lengths = [p.lengths for p in h5_dataset.read_shard(shard, values=False)]
+        np.testing.assert_array_equal(np.concatenate([p.lengths for p in parts]),
+                                      np.concatenate(lengths))
+
+
+def test_chunked_hdf5_shards_fall_back_to_whole_shards(datasets, tmp_path):
+    """A shard rewritten by another tool (chunked, compressed: no byte ranges) is decoded
+    whole for the share, with the same batches."""
+    copy = tmp_path / "repacked"
+    shutil.copytree(datasets["hdf5"], copy)
+    shard = sorted(copy.glob("data/shard-*.h5"))[1]
+    repack_chunked(shard)
+    ds = open_dataset(copy, check_hashes=False)
+    config = CONFIGS["bucketed count"]
+    assert_same(list(ds.batches(config, select=lambda i: i % 2 == 0)),
+                list(open_dataset(datasets["hdf5"]).batches(config))[::2])
+
+
+def test_a_shard_replaced_under_a_share_is_refused(datasets, tmp_path):
+    """The share checks each shard's file before reading its rows, as every read does."""
+    copy = tmp_path / "copy"
+    shutil.copytree(datasets["hdf5"], copy)
+    ds = open_dataset(copy)
+    ds.check_unchecked()
+    shard = ds.shard_path(ds.shards[0])
+    data = bytearray(shard.read_bytes())
+    data[-100] ^= 0xFF
+    os.unlink(shard)
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ShardError, match="SHA-256"):
+        list(ds.batches(CONFIGS["padded"], select=lambda i: True))
+
+
+def test_a_span_outside_its_bucket_is_a_shard_error(h5_dataset):
+    bucket = next(b for b, n in enumerate(h5_dataset.shards[0].bucket_sequences) if n)
+    total = int(h5_dataset.shards[0].bucket_timesteps[bucket])
+    x = np.empty((total + 5, h5_dataset.num_features), np.float32)
+    y = np.empty(total + 5, np.uint8)
+    with pytest.raises(ShardError, match="asked for"):
+        h5_dataset.read_spans(0, np.array([[bucket, 0, total + 5, 0]]), x, y)
+    assert h5_dataset.read_spans(0, np.array([[bucket, 0, total, 0]]), x, y)
+    whole = h5_dataset.read_shard(0, [bucket])[0]
+    np.testing.assert_array_equal(x[:total], whole.x)
+
+
+def test_parquet_shares_read_whole_shards(pq_dataset, monkeypatch):
+    """Parquet pages interleave values and list levels: a share decodes shards whole
+    (through the usual window reads), never asks for spans."""
+    monkeypatch.setattr(seqdata.read.dataset.Dataset, "read_spans",
+                        lambda *a: pytest.fail("span read on Parquet"))
+    config = CONFIGS["bucketed count"]
+    assert_same(list(pq_dataset.batches(config, select=lambda i: i % 3 == 2)),
+                list(pq_dataset.batches(config))[2::3])
+
+
+def test_parquet_shares_read_shards_decoded_once(datasets, tmp_path, monkeypatch):
+    """With a `DecodedShards` directory, a Parquet share reads byte ranges of each shard
+    decoded once, by whichever process needed it first; the next process decodes none."""
+    first, second = (open_dataset(datasets["parquet"]) for _ in range(2))
+    for ds in (first, second):
+        ds.decoded = DecodedShards(tmp_path)
+    config = CONFIGS["bucketed budget"]
+    full = list(open_dataset(datasets["parquet"]).batches(config))
+    assert_same(list(first.batches(config, select=lambda i: True)), full)
+    assert sorted(p.name for p in tmp_path.glob("*.raw")) == [
+        f"shard-{i:06d}.raw" for i in range(len(first.shards))]
+    second.check_unchecked()  # (hashes each shard: a read of its own)
+    read_shard = second.read_shard
+
+    def lengths_only(index, buckets=None, values=True, buffers=None):
+        assert not values, f"shard {index} decoded again"
+        return read_shard(index, buckets, values, buffers)
+
+    monkeypatch.setattr(second, "read_shard", lengths_only)
+    assert_same(list(second.batches(config, select=lambda i: i % 2 == 1)), full[1::2])
+
+
+def test_a_shard_being_decoded_elsewhere_is_waited_for_or_skipped(pq_dataset, tmp_path):
+    decoded = DecodedShards(tmp_path)
+    bucket = next(b for b, n in enumerate(pq_dataset.shards[0].bucket_sequences) if n)
+    total = int(pq_dataset.shards[0].bucket_timesteps[bucket])
+    x = np.empty((total, pq_dataset.num_features), np.float32)
+    y = np.empty(total, np.uint8)
+    spans = np.array([[bucket, 0, total, 0]])
+    args = (0, pq_dataset.shards[0].bucket_timesteps, pq_dataset.num_features,
+            lambda: pq_dataset.read_shard(0), spans, x, y)
+    lock = os.open(tmp_path / "shard-000000.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # another process decoding shard 0
+    assert decoded.read_spans(*args, wait=False) is None
+    os.close(lock)
+    assert decoded.read_spans(*args, wait=False) is True
+    whole = pq_dataset.read_shard(0, [bucket])[0]
+    np.testing.assert_array_equal(x, whole.x)
+    np.testing.assert_array_equal(y, whole.y)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_without_the_decoded_directory_a_share_decodes_for_itself(datasets, tmp_path):
+    ds = open_dataset(datasets["parquet"])
+    ds.decoded = DecodedShards(tmp_path / "gone")  # removed (or full): cannot be made
+    config = CONFIGS["padded"]
+    assert_same(list(ds.batches(config, select=lambda i: i % 2 == 0)),
+                list(open_dataset(datasets["parquet"]).batches(config))[::2])
