@@ -112,7 +112,7 @@ class Group:
                 y[same, n:] = 0
         out.lengths[:real], out.lengths[real:] = lengths, 0
         out.ids[:real], out.ids[real:] = self.ids[rows], FILL_ID
-        np.less(np.arange(width), out.lengths[:, None], out=out.mask)
+        np.less(np.arange(width, dtype=out.lengths.dtype), out.lengths[:, None], out=out.mask)
         return out
 
     def _windows_of(self, part: int, n: int) -> tuple[np.ndarray, np.ndarray]:
