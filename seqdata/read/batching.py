@@ -105,6 +105,17 @@ class Planned(NamedTuple):
         return np.concatenate((self.group.lengths[self.rows],
                                np.zeros(self.size - len(self.rows), np.int64)))
 
+    def share(self, rank: int, ranks: int) -> Planned:
+        """Rank ``rank`` of ``ranks``' part of this (global) batch: a contiguous part of
+        its rows (parts differ by at most one row), filled up to the largest part's count
+        (and, with static shapes, to ``size / ranks`` rounded up), padded to at least the
+        whole batch's longest length, so every rank's part has one shape."""
+        n = len(self.rows)
+        part = self.rows[n * rank // ranks:n * (rank + 1) // ranks]
+        count = max(-(-n // ranks), -(-self.size // ranks), 1)
+        longest = int(self.group.lengths[self.rows].max(initial=1))
+        return Planned(self.group, part, max(self.pad_to, longest), count)
+
     def pad(self, memory: BatchMemory = new_batch) -> Batch:
         """The padded `Batch`, in arrays from ``memory``."""
         return self.group.pad(self.rows, self.pad_to, self.size, memory)

@@ -16,7 +16,7 @@ MODES = ("bucketed", "padded")
 DEFAULT_BATCH_SIZE = 1000
 DEFAULT_SHUFFLE_BLOCK = 32
 # Fields that `BatchConfig.to_dict` writes only when they differ from their default.
-LATER_FIELDS = ("static_shapes",)
+LATER_FIELDS = ("static_shapes", "rank", "num_ranks")
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,16 @@ class BatchConfig:
         shuffle_block: neighbours shuffled together as one block (1: every sequence alone).
         read_ahead: read the next window on a thread while this one is batched.
         start: skip (without materializing) the first ``start`` batches of the epoch.
+        rank, num_ranks: yield rank ``rank``'s share of each batch of the one epoch plan
+            (a global batch: ``batch_size`` and ``max_timesteps`` are global), for
+            ``num_ranks`` data-parallel ranks. Every rank gets one batch per global batch,
+            so every rank runs the same number of steps; a global batch's rows are split
+            in contiguous parts whose counts differ by at most one, and a rank with one
+            row fewer gets a fill row (as ``static_shapes`` fills: id -1, all masked).
+            Every rank's batch of a step has the global batch's shape in time (its
+            longest sequence, or its bucket's bound). The plan does not depend on
+            ``num_ranks``: global batch k is the same on any number of ranks, so a run
+            stopped at batch k resumes at ``start=k`` on any number of ranks.
 
     >>> BatchConfig(max_timesteps=50_000).size is None
     True
@@ -64,6 +74,8 @@ class BatchConfig:
     read_ahead: bool = True
     start: int = 0
     static_shapes: bool = False
+    rank: int = 0
+    num_ranks: int = 1
 
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, MODES)
@@ -75,6 +87,11 @@ class BatchConfig:
             check_int(name, getattr(self, name), 1)
         for name in ("seed", "epoch", "start"):
             check_int(name, getattr(self, name), 0)
+        check_int("num_ranks", self.num_ranks, 1)
+        check_int("rank", self.rank, 0)
+        if self.rank >= self.num_ranks:
+            raise SpecError(f"rank must be in 0..{self.num_ranks - 1} (num_ranks="
+                            f"{self.num_ranks}), got {self.rank}")
         for name in ("shuffle", "pad_to_bucket", "same_length", "drop_remainder", "read_ahead",
                      "static_shapes"):
             check_bool(name, getattr(self, name))

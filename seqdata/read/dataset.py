@@ -233,8 +233,12 @@ class Dataset:
         return len(self.plan(config, **options))
 
     def _plan(self, cfg: BatchConfig, load: ShardLoader) -> Iterator[Planned]:
+        """The epoch's batches, planned: this rank's share of each (all of it on one)."""
         check_budget(cfg, self.boundaries, self.spec.lengths.high)
-        return plan_batches(len(self.shards), load, cfg, self.boundaries)
+        planned = plan_batches(len(self.shards), load, cfg, self.boundaries)
+        if cfg.num_ranks == 1:
+            return planned
+        return (batch.share(cfg.rank, cfg.num_ranks) for batch in planned)
 
 
 def open_dataset(path: Path | str, check_hashes: bool = True) -> Dataset:
