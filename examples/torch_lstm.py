@@ -52,17 +52,23 @@ def masked_step_stats(logits: torch.Tensor, y: torch.Tensor,
     return loss, (real.argmax(-1) == labels).sum()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def common_arguments(doc: str, batch: str = "batch") -> argparse.ArgumentParser:
+    """The arguments both examples take: data, epochs, the batch's size, seed, lr."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("data", type=Path, help="a seqdata dataset directory")
     parser.add_argument("--epochs", type=int, default=1)
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--batch-size", type=int, default=None, help="sequences per batch")
+    size.add_argument("--batch-size", type=int, default=None, help=f"sequences per {batch}")
     size.add_argument("--max-timesteps", type=int, default=None,
-                      help="a budget of padded timesteps per batch instead of a count")
-    parser.add_argument("--num-workers", type=int, default=2)
+                      help=f"a budget of padded timesteps per {batch} instead of a count")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", "--learning-rate", type=float, default=1e-3)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = common_arguments(__doc__)
+    parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
 
