@@ -64,8 +64,13 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed-compat-leak", action="store_true",
                    help="reproduce the seed's aliasing bug: feature 0 holds the lag sum")
     add_bucket_arguments(p, "the fewest buckets with at most 2%% expected padding")
-    p.add_argument("--workers", type=bounded_int(1, 1024), default=1,
-                   help="local worker processes")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=bounded_int(1, 1024), default=1,
+                       help="local worker processes")
+    where.add_argument("--scheduler", default=None,
+                       help="run the chunks on a Dask cluster: its scheduler's address "
+                            "(tcp://HOST:PORT; every worker must see OUT at the same path), "
+                            "or local:N for N local Dask workers (needs the dask extra)")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--overwrite", action="store_true",
                        help="replace the seqdata dataset already in OUT")
@@ -99,7 +104,8 @@ def run_generate(args: argparse.Namespace) -> int:
     manifest = build_dataset(args.out, spec_from_args(args), args.format,
                              boundaries=args.boundaries, num_buckets=args.num_buckets,
                              workers=args.workers, overwrite=args.overwrite,
-                             progress=not args.quiet, resume=args.resume)
+                             progress=not args.quiet, resume=args.resume,
+                             scheduler=args.scheduler)
     leak = " (LEAKY: --seed-compat-leak)" if manifest.leaky else ""
     print(f"wrote {manifest.num_sequences:,} sequences ({manifest.num_timesteps:,} timesteps) "
           f"in {len(manifest.shards)} {manifest.format} shards, {len(manifest.boundaries)} "

@@ -42,6 +42,7 @@ from seqdata.sequences import Sequences
 from seqdata.spec import LagSumSpec
 from seqdata.store.atomic import fsync_path, write_bytes_atomic
 from seqdata.store.card import CARD_NAME, card_is_current, is_card, write_card
+from seqdata.store.cluster import check_scheduler, run_chunks
 from seqdata.store.formats import SUFFIXES, get_format
 from seqdata.store.journal import (
     JOURNAL_NAME,
@@ -117,6 +118,17 @@ def build_shard(spec: LagSumSpec, chunk: int, fmt: str, boundaries: tuple[int, .
     buffers = buffers or _worker_buffers or ShardBuffers()
     seqs = generate_chunk(spec, chunk, buffers.chunk)
     return write_shard(Path(out), spec, chunk, fmt, boundaries, seqs, buffers.image)
+
+
+_task_buffers = threading.local()  # a Dask worker thread's buffers (`build_shard_task`)
+
+
+def build_shard_task(spec: LagSumSpec, chunk: int, fmt: str, boundaries: tuple[int, ...],
+                     out: str) -> tuple[ShardInfo, np.ndarray]:
+    """`build_shard` as a Dask task: each worker thread reuses buffers of its own."""
+    if not hasattr(_task_buffers, "value"):
+        _task_buffers.value = ShardBuffers()
+    return build_shard(spec, chunk, fmt, boundaries, out, _task_buffers.value)
 
 
 def write_shard(out: Path, spec: LagSumSpec, chunk: int, fmt: str,
@@ -304,9 +316,12 @@ def _kill_self_when_ready(fd: int) -> None:
 
 
 def _run_chunks(plan: BuildPlan, chunks: list[int], out: Path, workers: int,
-                lock: Path | None,
-                source: ChunkSource | None = None) -> Iterator[tuple[ShardInfo, np.ndarray]]:
+                lock: Path | None, source: ChunkSource | None = None,
+                scheduler: str | None = None) -> Iterator[tuple[ShardInfo, np.ndarray]]:
     spec, fmt, boundaries = plan.spec, plan.format, plan.boundaries
+    if scheduler is not None:
+        yield from run_chunks(scheduler, build_shard_task, spec, chunks, fmt, boundaries, out)
+        return
     if source is not None:  # in this process: the source may hold open files
         buffers = ShardBuffers()
         for c in chunks:
@@ -341,8 +356,12 @@ def _run_chunks(plan: BuildPlan, chunks: list[int], out: Path, workers: int,
 def build_dataset(out: Path | str, spec: LagSumSpec, fmt: str = "hdf5",
                   boundaries: Sequence[int] | None = None, num_buckets: int | None = None,
                   workers: int = 1, overwrite: bool = False, progress: bool = True,
-                  resume: bool = False) -> Manifest:
+                  resume: bool = False, scheduler: str | None = None) -> Manifest:
     """Generate ``spec`` into directory ``out`` as ``fmt`` shards plus a manifest.
+
+    Chunks run in this process, on ``workers`` local processes, or on a Dask cluster:
+    ``scheduler`` is its address, or ``"local:N"`` for N local Dask workers
+    (`seqdata.store.cluster`); the files are the same bytes whichever runs them.
 
     With ``resume``, an interrupted build of the same plan is finished: shards it
     published that still hash right are kept, the rest are built again. The result is
@@ -358,14 +377,20 @@ def build_dataset(out: Path | str, spec: LagSumSpec, fmt: str = "hdf5",
     check_int("workers", workers, 1)
     if resume and overwrite:
         raise SpecError("give either resume=True or overwrite=True, not both")
+    if scheduler is not None:
+        check_scheduler(scheduler)
+        if workers != 1:
+            raise SpecError("give either workers (local processes) or scheduler (a Dask "
+                            "cluster), not both")
     plan = BuildPlan(spec, fmt, resolve_boundaries(spec, boundaries, num_buckets))
     return build_from(Path(out), plan, workers=workers, overwrite=overwrite, resume=resume,
-                      progress=progress)
+                      progress=progress, scheduler=scheduler)
 
 
 def build_from(out: Path, plan: BuildPlan, *, workers: int = 1, overwrite: bool = False,
                resume: bool = False, progress: bool = True, source: ChunkSource | None = None,
-               label: str = "generate", discard_on_error: bool = False) -> Manifest:
+               label: str = "generate", discard_on_error: bool = False,
+               scheduler: str | None = None) -> Manifest:
     """Build ``plan`` into ``out``: each chunk generated, or read from ``source`` (in this
     process), then published as a shard; the card and the manifest last.
 
@@ -382,7 +407,7 @@ def build_from(out: Path, plan: BuildPlan, *, workers: int = 1, overwrite: bool 
     with build_lock(out) as lock:
         try:
             return _build(out, plan, workers, overwrite, resume, progress, lock, source,
-                          label)
+                          label, scheduler)
         except BaseException:
             if discard_on_error:
                 with contextlib.suppress(OSError, OutputError):
@@ -394,7 +419,7 @@ def build_from(out: Path, plan: BuildPlan, *, workers: int = 1, overwrite: bool 
 
 def _build(out: Path, plan: BuildPlan, workers: int, overwrite: bool, resume: bool,
            progress: bool, lock: Path | None, source: ChunkSource | None = None,
-           label: str = "generate") -> Manifest:
+           label: str = "generate", scheduler: str | None = None) -> Manifest:
     """`build_from` once the directory is locked."""
     spec, fmt = plan.spec, plan.format
     done = _resume(out, plan) if resume and _has_build(out) else {}
@@ -410,10 +435,13 @@ def _build(out: Path, plan: BuildPlan, workers: int, overwrite: bool, resume: bo
         bar.advance(info.num_sequences, info.num_timesteps)
     results = dict(done)
     for info, length_counts in _run_chunks(plan, todo, out, min(workers, max(len(todo), 1)),
-                                           lock, source):
+                                           lock, source, scheduler):
         record_shard(out, info, length_counts)
         results[info.chunk] = (info, length_counts)
         bar.advance(info.num_sequences, info.num_timesteps)
+    # A Dask worker that died while writing a shard left its temporary file (its chunk
+    # was built again elsewhere): nothing is still writing one now.
+    remove_temporary_files(out)
     counts = np.sum([c for _, c in results.values()], axis=0)
     manifest = Manifest(spec, fmt, plan.boundaries,
                         tuple(results[c][0] for c in range(spec.num_chunks)),
