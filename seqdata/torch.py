@@ -385,6 +385,9 @@ def _largest_batch(data: BatchDatasetBase) -> int:
         rows, cells = cfg.size, cfg.size * width
     else:  # a budget: rows x width <= max_timesteps (fill rows included)
         rows = cells = cfg.max_timesteps
+    if cfg.num_ranks > 1:  # a rank's part: rows / ranks rounded up, as wide as the whole
+        rows = -(-rows // cfg.num_ranks)
+        cells = min(cells, rows * width, -(-cells // cfg.num_ranks) + width)
     return cells * (4 * ds.num_features + 2) + rows * 12 + len(_RING_FIELDS) * _ALIGN
 
 

@@ -64,7 +64,8 @@ def _client(scheduler: str) -> Iterator:
         client = Client(cluster if local else scheduler, timeout=CONNECT_SECONDS)
     except (OSError, TimeoutError, RuntimeError) as e:
         what = "start the Dask cluster" if local else "reach the Dask scheduler at"
-        raise OutputError(f"cannot {what} {scheduler}: {e}") from None
+        raise OutputError(f"cannot {what} {scheduler}: {e}; nothing was built, run again "
+                          f"with resume=True once it is up") from None
     try:
         yield client
     finally:

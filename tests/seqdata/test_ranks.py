@@ -88,12 +88,19 @@ def test_ranks_split_between_loader_workers(datasets):
     ds = open_dataset(datasets["hdf5"])
     config = BatchConfig(max_timesteps=1500, seed=12, rank=1, num_ranks=2)
     expected = list(ds.batches(config))
-    got = list(DataLoader(seqdata.torch.BatchDataset(ds, config), batch_size=None,
-                          num_workers=2))
-    assert len(got) == len(expected)
-    for t, b in zip(got, expected, strict=True):
-        np.testing.assert_array_equal(t["ids"].numpy(), b.ids)
-        np.testing.assert_array_equal(t["x"].numpy(), b.x)
+    plain = list(DataLoader(seqdata.torch.BatchDataset(ds, config), batch_size=None,
+                            num_workers=2))
+    # `loader`'s rings are sized for a rank's part: every batch fits.
+    ring = seqdata.torch._largest_batch(seqdata.torch.BatchDataset(ds, config))
+    assert max(seqdata.torch._layout(*b.x.shape)[1] for b in expected) <= ring
+    assert ring < seqdata.torch._largest_batch(seqdata.torch.BatchDataset(ds, config,
+                                                                          num_ranks=1, rank=0))
+    shared = list(seqdata.torch.loader(seqdata.torch.BatchDataset(ds, config), num_workers=2))
+    for got in (plain, shared):
+        assert len(got) == len(expected)
+        for t, b in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(t["ids"].numpy(), b.ids)
+            np.testing.assert_array_equal(t["x"].numpy(), b.x)
 
 
 def test_bad_ranks_are_one_line_errors(h5_dataset):
