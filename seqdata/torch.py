@@ -122,8 +122,10 @@ class BatchDatasetBase:
     Use it with ``DataLoader(data, batch_size=None, num_workers=W)`` (or `loader`): worker
     ``k`` of ``W`` yields batches ``start + k, start + k + W, ...`` and pads only those,
     so the loader's in-order, round-robin fetching yields exactly the batches of
-    ``Dataset.batches`` with the same config, in the same order. Each worker still reads
-    every shard the epoch needs (every batch depends on the shuffle of whole windows).
+    ``Dataset.batches`` with the same config, in the same order. Each worker plans the
+    whole epoch (every batch depends on the shuffle of whole windows) from lengths and
+    ids, and reads only its own batches' rows (`seqdata.read.located`: HDF5 shards, and
+    Parquet shards once `loader` has decoded them into shared memory).
 
     Position: ``epoch`` and ``start`` say where the next pass begins. A pass moves
     ``start`` past every batch it yields and, when it completes, moves on to the next
