@@ -42,7 +42,7 @@ from seqdata.sequences import Sequences
 from seqdata.spec import LagSumSpec
 from seqdata.store.atomic import fsync_path, write_bytes_atomic
 from seqdata.store.card import CARD_NAME, card_is_current, is_card, write_card
-from seqdata.store.cluster import check_scheduler, run_chunks
+from seqdata.store.cluster import check_reachable, check_scheduler, run_chunks
 from seqdata.store.formats import SUFFIXES, get_format
 from seqdata.store.journal import (
     JOURNAL_NAME,
@@ -383,6 +383,8 @@ def build_dataset(out: Path | str, spec: LagSumSpec, fmt: str = "hdf5",
             raise SpecError("give either workers (local processes) or scheduler (a Dask "
                             "cluster), not both")
     plan = BuildPlan(spec, fmt, resolve_boundaries(spec, boundaries, num_buckets))
+    if scheduler is not None:
+        check_reachable(scheduler)
     return build_from(Path(out), plan, workers=workers, overwrite=overwrite, resume=resume,
                       progress=progress, scheduler=scheduler)
 

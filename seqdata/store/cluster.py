@@ -48,6 +48,15 @@ def check_scheduler(scheduler: str) -> str:
                     f"local:N with N >= 1, got {scheduler!r}")
 
 
+def check_reachable(scheduler: str) -> None:
+    """Raise OutputError unless the scheduler at ``scheduler`` (not ``local:N``) answers:
+    before a build prepares its directory, so that an unreachable cluster changes
+    nothing."""
+    if not LOCAL.fullmatch(scheduler):
+        with _client(scheduler):
+            pass
+
+
 @contextlib.contextmanager
 def _client(scheduler: str) -> Iterator:
     try:
@@ -64,8 +73,7 @@ def _client(scheduler: str) -> Iterator:
         client = Client(cluster if local else scheduler, timeout=CONNECT_SECONDS)
     except (OSError, TimeoutError, RuntimeError) as e:
         what = "start the Dask cluster" if local else "reach the Dask scheduler at"
-        raise OutputError(f"cannot {what} {scheduler}: {e}; nothing was built, run again "
-                          f"with resume=True once it is up") from None
+        raise OutputError(f"cannot {what} {scheduler}: {e}") from None
     try:
         yield client
     finally:

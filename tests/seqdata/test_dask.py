@@ -102,6 +102,7 @@ def test_bad_schedulers_are_one_line_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(seqdata.store.cluster, "CONNECT_SECONDS", 1)
     with pytest.raises(OutputError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9"):
         build_dataset(tmp_path / "x", spec, progress=False, scheduler="tcp://127.0.0.1:9")
+    assert not (tmp_path / "x").exists()  # nothing prepared for a cluster out of reach
 
 
 def test_the_command_runs_a_local_cluster_and_stops_it(tmp_path):
