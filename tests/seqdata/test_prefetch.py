@@ -35,12 +35,15 @@ def test_the_loaders_error_is_raised_where_it_happened():
 
 
 def test_closing_early_stops_the_loader(h5_dataset):
-    before = threading.active_count()
+    before = set(threading.enumerate())
     stream = BatchStream(h5_dataset, BatchConfig(batch_size=4))  # endless
     taken = prefetch(stream, lambda b: b.x.shape, depth=1)
     assert next(taken)[0] == 4
+    started = set(threading.enumerate()) - before
+    assert started  # the loader (and its read-ahead) run on threads of their own
     taken.close()  # returns (not stuck on the loader's full queue), and the loader ends
-    assert threading.active_count() == before
+    # Threads of earlier tests may end meanwhile: only those started here must be gone.
+    assert not [t for t in started if t.is_alive()]
 
 
 def test_depth_must_be_positive():
