@@ -360,6 +360,8 @@ _RING_LIMIT = 1 << 30  # a ring's size at most; a larger batch goes through the 
 # torch's default of 2 leaves the main process waiting at every window.
 _PREFETCH_BYTES, _PREFETCH_MOST = 64 << 20, 8
 _SHARED_MEMORY = "/dev/shm"  # where `loader` workers decode Parquet shards once
+# Main process: each Dataset's directory of decoded shards (`_decoded_directory`).
+_DECODED: weakref.WeakKeyDictionary[Dataset, Path] = weakref.WeakKeyDictionary()
 _RINGS: dict[int, list[_Ring]] = {}  # main process: the rings of each loader iterator
 _TOKENS = itertools.count()
 
@@ -558,7 +560,7 @@ def _decoded_directory(dataset: Dataset) -> Path | None:
     would take more than 1/4 of the memory available or 1/2 of the free shared memory."""
     if get_format(dataset.format).reads_spans:
         return None
-    directory = getattr(dataset, "_decoded_directory", None)
+    directory = _DECODED.get(dataset)
     if directory is not None and directory.is_dir():
         return directory
     size = dataset.num_timesteps * (4 * dataset.num_features + 1)
@@ -570,7 +572,7 @@ def _decoded_directory(dataset: Dataset) -> Path | None:
     if 2 * size > free or (available is not None and 4 * size > available):
         return None
     directory = Path(tempfile.mkdtemp(prefix="seqdata-decoded-", dir=_SHARED_MEMORY))
-    dataset._decoded_directory = directory
+    _DECODED[dataset] = directory
     weakref.finalize(dataset, shutil.rmtree, directory, True)
     return directory
 

@@ -402,11 +402,11 @@ def test_parquet_workers_decode_each_shard_once_into_shared_memory(datasets):
     for _ in range(2):  # two epochs, new workers each: the shards stay decoded
         assert_same_batches(list(loader(data, num_workers=2)), list(ds.batches(
             config, epoch=data.epoch - 1)))
-    directory = ds._decoded_directory
+    directory = st._DECODED[ds]
     assert directory.parent == Path(st._SHARED_MEMORY)
     assert len(list(directory.glob("*.raw"))) == len(ds.shards)
     assert_same_batches(list(loader(BatchDataset(ds, config), num_workers=2)), expected)
-    assert ds._decoded_directory == directory  # one directory for the dataset's lifetime
+    assert st._DECODED[ds] == directory  # one directory for the dataset's lifetime
     del ds, data
     gc.collect()
     assert not directory.exists()
@@ -416,7 +416,7 @@ def test_shards_are_decoded_once_only_where_it_pays_and_fits(datasets, monkeypat
     h5, pq = open_dataset(datasets["hdf5"]), open_dataset(datasets["parquet"])
     assert st._decoded_directory(h5) is None  # HDF5 reads byte ranges itself
     list(loader(BatchDataset(pq, "padded"), num_workers=1, decode_once=False))
-    assert getattr(pq, "_decoded_directory", None) is None
+    assert pq not in st._DECODED
     monkeypatch.setattr(st, "_memory_available", lambda: 3 * pq.num_timesteps * 21)
     assert st._decoded_directory(pq) is None  # more than 1/4 of the memory available
     monkeypatch.setattr(st, "_SHARED_MEMORY", "/nonexistent")
