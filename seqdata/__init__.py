@@ -14,7 +14,14 @@ Layers, top-down (imports only go down): what the data is (`spec`, `generate`,
 (8, 5, True)
 """
 
-from seqdata.errors import ManifestError, OutputError, SeqdataError, ShardError, SpecError
+from seqdata.errors import (
+    ManifestError,
+    OutputError,
+    RemoteError,
+    SeqdataError,
+    ShardError,
+    SpecError,
+)
 from seqdata.read.batch import Batch
 from seqdata.read.config import BatchConfig
 from seqdata.read.dataset import Dataset, open_dataset
@@ -33,6 +40,7 @@ __all__ = [
     "LogNormalLengths",
     "ManifestError",
     "OutputError",
+    "RemoteError",
     "SeqdataError",
     "Sequences",
     "ShardError",

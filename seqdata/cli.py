@@ -28,7 +28,8 @@ from seqdata.errors import SpecError
 from seqdata.spec import DEFAULT_CHUNK_SIZE, LagSumSpec, LogNormalLengths, UniformLengths
 from seqdata.store.card import CARD_NAME, histogram_lines
 from seqdata.store.formats import FORMAT_NAMES
-from seqdata.store.manifest import padding_fraction
+from seqdata.store.manifest import DATA_DIR, padding_fraction
+from seqdata.store.remote import join
 
 
 def add_bucket_arguments(p: argparse.ArgumentParser, default: str) -> None:
@@ -43,7 +44,8 @@ def add_bucket_arguments(p: argparse.ArgumentParser, default: str) -> None:
 
 def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``seqdata generate`` (shared with scripts/generate.py)."""
-    p.add_argument("out", type=Path, help="output directory (created; must be empty)")
+    p.add_argument("out", help="output directory (created; must be empty), or an fsspec "
+                               "URL (s3://..., file://...; needs the remote extra)")
     p.add_argument("--format", choices=FORMAT_NAMES, default="hdf5", help="shard format")
     p.add_argument("--num-sequences", type=bounded_int(1), default=100_000, metavar="N")
     p.add_argument("--seed", type=bounded_int(0, 2**63 - 1), default=0, metavar="S")
@@ -124,7 +126,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     total_pad = 1.0 - m.num_timesteps / float(np.dot(seqs, m.boundaries))
     if args.json:
         print(json.dumps({
-            "path": str(ds.root), "format": m.format, "spec": spec.to_dict(), "leaky": m.leaky,
+            "path": ds.location, "format": m.format, "spec": spec.to_dict(), "leaky": m.leaky,
             "num_shards": len(m.shards), "num_sequences": m.num_sequences,
             "num_timesteps": m.num_timesteps, "boundaries": list(m.boundaries),
             "bucket_sequences": seqs.tolist(), "bucket_timesteps": steps.tolist(),
@@ -136,7 +138,7 @@ def run_inspect(args: argparse.Namespace) -> int:
             f"lognormal median {lengths.median} sigma {lengths.sigma} clipped to "
             f"{lengths.low}..{lengths.high}")
     size = sum(s.size for s in m.shards)
-    out = [f"dataset    {ds.root} ({m.format}, {len(m.shards)} shards, {size / 1e6:.1f} MB)",
+    out = [f"dataset    {ds.location} ({m.format}, {len(m.shards)} shards, {size / 1e6:.1f} MB)",
            f"spec       {spec.num_features} features, window {spec.window}, threshold "
            f"{spec.threshold}, lengths {dist}, seed {spec.seed}, chunk size {spec.chunk_size}"]
     if m.leaky:
@@ -144,10 +146,11 @@ def run_inspect(args: argparse.Namespace) -> int:
                    "the label leaks into the input")
     if m.version < 2:
         out.append(f"layout     old (manifest_version {m.version}: shards beside the manifest, "
-                   f"no card); `seqdata convert {ds.root} NEW` writes the current one")
+                   f"no card); `seqdata convert {ds.location} NEW` writes the current one")
     else:
-        out.append(f"card       {ds.root / CARD_NAME} (how to load it in pandas, DuckDB, "
-                   f"Hugging Face, PyTorch, JAX, Keras); shards in {ds.root / 'data'}")
+        out.append(f"card       {join(ds.location, CARD_NAME)} (how to load it in pandas, "
+                   f"DuckDB, Hugging Face, PyTorch, JAX, Keras); shards in "
+                   f"{join(ds.location, DATA_DIR)}")
     out += [f"sequences  {m.num_sequences:,}   timesteps {m.num_timesteps:,}   mean length "
             f"{m.num_timesteps / m.num_sequences:.1f}",
             f"buckets    {len(m.boundaries)}; padding if padded to bucket bounds: "
@@ -188,7 +191,7 @@ def run_verify(args: argparse.Namespace) -> int:
     for note in report.notes:
         print(f"{args.dir}: note: {note}")
     for problem in report.problems:
-        print(f"BAD {args.dir / problem.shard}: {problem.message}")
+        print(f"BAD {join(args.dir, problem.shard)}: {problem.message}")
     print(f"{args.dir}: {len(report.bad_shards)} of {report.num_shards} shards damaged",
           file=sys.stderr)
     return EXIT_DAMAGED
@@ -213,20 +216,20 @@ def build_parser() -> OneLineParser:
     add_generate_arguments(gen)
     gen.set_defaults(run=run_generate)
     ins = sub.add_parser("inspect", help="show a dataset's spec, counts, buckets, histogram")
-    ins.add_argument("dir", type=Path)
+    ins.add_argument("dir", help="dataset directory or URL")
     ins.add_argument("--json", action="store_true", help="machine-readable summary")
     ins.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
                      help="draw the length histogram, boundaries and padding per bucket")
     ins.set_defaults(run=run_inspect)
     ver = sub.add_parser("verify", help="check every shard against the manifest")
-    ver.add_argument("dir", type=Path)
+    ver.add_argument("dir", help="dataset directory or URL")
     ver.add_argument("--labels", action="store_true", help="also recompute every label from x")
     ver.add_argument("--quiet", action="store_true", help="no progress bar")
     ver.set_defaults(run=run_verify)
     con = sub.add_parser("convert", help="write a dataset's sequences in another format or "
                                          "bucketing, in the current layout")
-    con.add_argument("src", type=Path, help="dataset directory to read (either layout)")
-    con.add_argument("dst", type=Path, help="output directory (created; must be empty)")
+    con.add_argument("src", help="dataset directory or URL to read (either layout)")
+    con.add_argument("dst", help="output directory or URL (created; must be empty)")
     con.add_argument("--format", choices=FORMAT_NAMES, default=None,
                      help="shard format (default: the source's)")
     add_bucket_arguments(con, "the source's boundaries")

@@ -26,3 +26,7 @@ class ShardError(SeqdataError):
 
 class OutputError(SeqdataError):
     """An output location cannot be used (not empty, not writable, disk full)."""
+
+
+class RemoteError(SeqdataError):
+    """A URL cannot be used: fsspec, or the package of its protocol, is missing."""

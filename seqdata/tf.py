@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -135,7 +134,7 @@ def dataset(source: BatchSource | str | os.PathLike[str],
     length), as in `trainer`; with ``repeat``, epochs follow each other endlessly.
     """
     if isinstance(source, str | os.PathLike):
-        source = open_dataset(Path(source))
+        source = open_dataset(source)
     return tf_dataset(source, as_config(config, **options), repeat=repeat)
 
 

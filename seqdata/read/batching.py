@@ -128,6 +128,17 @@ def pad_length(cfg: BatchConfig, key: int, boundaries: tuple[int, ...]) -> int:
     return boundaries[key] if cfg.pad_to_bucket or cfg.static_shapes else 0
 
 
+def _epoch_start(num_shards: int, cfg: BatchConfig) -> tuple[np.random.Generator, np.ndarray]:
+    """The epoch's generator, and the order it visits the shards in (its first draw)."""
+    rng = np.random.default_rng([cfg.seed, cfg.epoch])
+    return rng, rng.permutation(num_shards) if cfg.shuffle else np.arange(num_shards)
+
+
+def shard_order(num_shards: int, cfg: BatchConfig) -> np.ndarray:
+    """The order in which an epoch under ``cfg`` reads the shards."""
+    return _epoch_start(num_shards, cfg)[1]
+
+
 def plan_batches(num_shards: int, load: ShardLoader, cfg: BatchConfig,
                  boundaries: tuple[int, ...]) -> Iterator[Planned]:
     """The epoch's batches, before padding.
@@ -135,8 +146,7 @@ def plan_batches(num_shards: int, load: ShardLoader, cfg: BatchConfig,
     A group may be a view of buffers that are reused once the next window is read:
     use each item before asking for the next one.
     """
-    rng = np.random.default_rng([cfg.seed, cfg.epoch])
-    order = rng.permutation(num_shards) if cfg.shuffle else np.arange(num_shards)
+    rng, order = _epoch_start(num_shards, cfg)
     windows = [order[i:i + cfg.window_shards] for i in range(0, num_shards, cfg.window_shards)]
     carry: dict[int, Sequences] = {}
     for w, shards in enumerate(_read_windows(windows, load, cfg.read_ahead)):

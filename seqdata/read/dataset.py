@@ -7,16 +7,17 @@ it does not use.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from seqdata.checks import check_int
 from seqdata.errors import ShardError
 from seqdata.read.batch import Batch, BatchMemory, new_batch
-from seqdata.read.batching import Planned, ShardLoader, check_budget, plan_batches
+from seqdata.read.batching import Planned, ShardLoader, check_budget, plan_batches, shard_order
 from seqdata.read.config import BatchConfig, as_config
 from seqdata.read.located import Locator
 from seqdata.sequences import Sequences
@@ -25,6 +26,7 @@ from seqdata.store.buffers import ReadBuffers
 from seqdata.store.decoded import DecodedShards
 from seqdata.store.formats import get_format
 from seqdata.store.manifest import Manifest, ShardInfo, read_manifest
+from seqdata.store.remote import FETCH_AHEAD, RemoteShards, is_url, open_remote
 from seqdata.store.shards import read_shard, read_spans
 
 
@@ -40,10 +42,13 @@ class Dataset:
     (20, 20)
     """
 
-    def __init__(self, root: Path, manifest: Manifest, check_hashes: bool = True) -> None:
+    def __init__(self, root: Path, manifest: Manifest, check_hashes: bool = True,
+                 remote: RemoteShards | None = None) -> None:
         self.root = root
         self.manifest = manifest
         self.check_hashes = check_hashes
+        # A dataset at a URL: its shards, fetched into ``root`` (a cache) when first read.
+        self.remote = remote
         # shard -> its file's key when its bytes and content were last checked
         self._checked: dict[int, tuple[int, int, int, int]] = {}
         # Where shards of a format without span reads are decoded once, for the span
@@ -52,8 +57,13 @@ class Dataset:
         self.decoded: DecodedShards | None = None
 
     def __repr__(self) -> str:
-        return (f"Dataset({str(self.root)!r}, format={self.format!r}, "
+        return (f"Dataset({self.location!r}, format={self.format!r}, "
                 f"sequences={self.num_sequences}, buckets={len(self.boundaries)})")
+
+    @property
+    def location(self) -> str:
+        """Where the dataset is: its URL, or its directory."""
+        return str(self.root) if self.remote is None else self.remote.url
 
     @property
     def spec(self) -> LagSumSpec:
@@ -137,24 +147,32 @@ class Dataset:
                                        self.num_features, lambda: self.read_shard(index),
                                        spans, x_out, y_out, wait)
 
-    def _recheck(self, index: int, buffers: ReadBuffers | None = None) -> list[Sequences] | None:
+    def _recheck(self, index: int, buffers: ReadBuffers | None = None,
+                 force: bool = False) -> list[Sequences] | None:
         """Check shard ``index`` (bytes and content) if it was not checked since its file
-        last changed; the buckets that check read, or None if none was needed."""
-        if not self.check_hashes:
+        last changed (``force``: in any case); the buckets that check read, or None if
+        none was needed. Every read of a shard starts here: a remote one is fetched."""
+        if self.remote is not None:
+            self.remote.fetch(index)
+        if not (self.check_hashes or force):
             return None
         key = self._file_key(index)
-        if self._checked.get(index) == key:
+        if not force and self._checked.get(index) == key:
             return None
-        parts = read_shard(self.root, self.manifest, index, check_bytes=True, buffers=buffers)
+        try:
+            parts = read_shard(self.root, self.manifest, index, check_bytes=True,
+                               buffers=buffers)
+        except ShardError as e:
+            if self.remote is None:
+                raise
+            raise ShardError(f"{e} (the cached copy of {self.remote.where(index)})") from None
         self._checked[index] = key
         return parts
 
     def check_hash(self, index: int) -> None:
         """Raise ShardError unless shard ``index`` has the size, SHA-256 and content the
         manifest says (what the first read of a shard checks)."""
-        key = self._file_key(index)
-        read_shard(self.root, self.manifest, index, check_bytes=True)
-        self._checked[index] = key
+        self._recheck(index, force=True)
 
     def check_unchecked(self) -> None:
         """`check_hash` every shard not checked since its file last changed: what the
@@ -162,9 +180,14 @@ class Dataset:
         its workers fork, so that they inherit the checks instead of each repeating
         them; a shard replaced later is still checked again when next read)."""
         if self.check_hashes:
+            self._expect(range(len(self.shards)))
             for index in range(len(self.shards)):
-                if self._checked.get(index) != self._file_key(index):
-                    self.check_hash(index)
+                self._recheck(index)
+
+    def _expect(self, order: Iterable[int]) -> None:
+        """Shards will be read in ``order``: a remote dataset fetches them ahead."""
+        if self.remote is not None:
+            self.remote.expect(order)
 
     def _file_key(self, index: int) -> tuple[int, int, int, int]:
         """(device, inode, size, mtime) of a shard's file: changes when it is replaced."""
@@ -179,12 +202,14 @@ class Dataset:
         """All sequences of one bucket, shard after shard."""
         if not 0 <= bucket < len(self.boundaries):
             raise IndexError(f"bucket must be in 0..{len(self.boundaries) - 1}, got {bucket}")
-        parts = [self.read_shard(i, [bucket])[0] for i, s in enumerate(self.shards)
-                 if s.bucket_sequences[bucket]]
+        shards = [i for i, s in enumerate(self.shards) if s.bucket_sequences[bucket]]
+        self._expect(shards)
+        parts = [self.read_shard(i, [bucket])[0] for i in shards]
         return Sequences.concat(parts, self.num_features)
 
     def read_all(self) -> Sequences:
         """Every sequence, shard after shard and bucket after bucket."""
+        self._expect(range(len(self.shards)))
         return Sequences.concat([p for i in range(len(self.shards)) for p in self.read_shard(i)],
                                 self.num_features)
 
@@ -235,19 +260,31 @@ class Dataset:
     def _plan(self, cfg: BatchConfig, load: ShardLoader) -> Iterator[Planned]:
         """The epoch's batches, planned: this rank's share of each (all of it on one)."""
         check_budget(cfg, self.boundaries, self.spec.lengths.high)
+        self._expect(shard_order(len(self.shards), cfg))
         planned = plan_batches(len(self.shards), load, cfg, self.boundaries)
         if cfg.num_ranks == 1:
             return planned
         return (batch.share(cfg.rank, cfg.num_ranks) for batch in planned)
 
 
-def open_dataset(path: Path | str, check_hashes: bool = True) -> Dataset:
+def open_dataset(path: Path | str, check_hashes: bool = True, *,
+                 cache: Path | str | None = None, fetch_ahead: int = FETCH_AHEAD) -> Dataset:
     """Open a dataset directory after validating its manifest and finding its shards.
 
     Raises ManifestError for a bad manifest and ShardError for a missing shard. With
     ``check_hashes`` (the default) each shard's SHA-256 is checked the first time it is
     read; turning it off trusts the files as they are.
+
+    ``path`` may be an fsspec URL (``s3://bucket/ds``, ``file:///data/ds``): its manifest
+    is fetched into the cache directory (``cache``, else ``$SEQDATA_CACHE``, else
+    ``~/.cache/seqdata``), and each shard when it is first read, checked against the
+    manifest, with ``fetch_ahead`` fetches running ahead of the reader
+    (`seqdata.store.remote`).
     """
+    if is_url(path):
+        check_int("fetch_ahead", fetch_ahead, 1)
+        remote = open_remote(str(path), cache, fetch_ahead)
+        return Dataset(remote.local, remote.manifest, check_hashes, remote)
     root = Path(path)
     manifest = read_manifest(root)
     for info in manifest.shards:

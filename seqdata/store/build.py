@@ -30,6 +30,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,14 @@ from seqdata.progress import Progress
 from seqdata.sequences import Sequences
 from seqdata.spec import LagSumSpec
 from seqdata.store.atomic import fsync_path, write_bytes_atomic
-from seqdata.store.card import CARD_NAME, card_is_current, is_card, write_card
+from seqdata.store.card import (
+    CARD_MARK,
+    CARD_NAME,
+    MAX_CARD_BYTES,
+    card_is_current,
+    is_card,
+    write_card,
+)
 from seqdata.store.cluster import check_reachable, check_scheduler, run_chunks
 from seqdata.store.formats import SUFFIXES, get_format
 from seqdata.store.journal import (
@@ -62,6 +70,7 @@ from seqdata.store.manifest import (
     write_manifest,
 )
 from seqdata.store.memfile import MemoryFile
+from seqdata.store.remote import Remote, is_url, open_remote, publish, staging_dir
 
 PR_SET_PDEATHSIG = 1
 _SUFFIX = "|".join(re.escape(s) for s in SUFFIXES.values())
@@ -236,14 +245,16 @@ def foreign_entries(out: Path, entries: Sequence[str]) -> list[str]:
     return foreign
 
 
-def check_replaceable(out: Path, entries: Sequence[str], overwrite: bool) -> None:
-    """Refuse a non-empty ``out`` unless overwriting, and anything but a seqdata dataset."""
+def check_replaceable(out: Path | str, entries: Sequence[str], overwrite: bool,
+                      foreign: Sequence[str] | None = None) -> None:
+    """Refuse a non-empty ``out`` unless overwriting, and anything but a seqdata dataset
+    (``foreign``: the entries no build writes, found here if not given)."""
     if not entries:
         return
     if not overwrite:
         raise OutputError(f"output directory {out} is not empty ({len(entries)} entries); "
                           f"pass overwrite=True to replace the dataset in it")
-    foreign = foreign_entries(out, entries)
+    foreign = foreign_entries(Path(out), entries) if foreign is None else foreign
     if foreign:
         raise OutputError(f"output directory {out} holds files that are not part of a seqdata "
                           f"dataset ({', '.join(foreign[:3])}); refusing to overwrite it")
@@ -385,14 +396,15 @@ def build_dataset(out: Path | str, spec: LagSumSpec, fmt: str = "hdf5",
     plan = BuildPlan(spec, fmt, resolve_boundaries(spec, boundaries, num_buckets))
     if scheduler is not None:
         check_reachable(scheduler)
-    return build_from(Path(out), plan, workers=workers, overwrite=overwrite, resume=resume,
+    return build_from(out, plan, workers=workers, overwrite=overwrite, resume=resume,
                       progress=progress, scheduler=scheduler)
 
 
-def build_from(out: Path, plan: BuildPlan, *, workers: int = 1, overwrite: bool = False,
+def build_from(out: Path | str, plan: BuildPlan, *, workers: int = 1, overwrite: bool = False,
                resume: bool = False, progress: bool = True, source: ChunkSource | None = None,
                label: str = "generate", discard_on_error: bool = False,
-               scheduler: str | None = None) -> Manifest:
+               scheduler: str | None = None,
+               upload: Callable[[Path, Manifest], None] | None = None) -> Manifest:
     """Build ``plan`` into ``out``: each chunk generated, or read from ``source`` (in this
     process), then published as a shard; the card and the manifest last.
 
@@ -400,16 +412,26 @@ def build_from(out: Path, plan: BuildPlan, *, workers: int = 1, overwrite: bool 
     `seqdata.store.convert`). Raises OutputError, changing nothing, for an output that is
     not empty (without ``overwrite``) or holds anything but a seqdata dataset, and while
     another build of ``out`` runs. With ``discard_on_error``, a build that fails once it
-    holds the lock removes what it wrote (instead of leaving it to resume).
+    holds the lock removes what it wrote (instead of leaving it to resume). ``upload``
+    is called with the finished build while it still holds the lock. An fsspec URL
+    ``out`` is built in a local staging directory and then uploaded (`_build_remote`).
     """
+    if is_url(out):
+        return _build_remote(Remote(str(out)), plan, workers=workers, overwrite=overwrite,
+                             resume=resume, progress=progress, source=source, label=label,
+                             discard_on_error=discard_on_error, scheduler=scheduler)
+    out = Path(out)
     check_disk_space(out, plan.spec)
     entries = output_entries(out)
     if foreign_entries(out, entries) and not (resume and _has_build(out)):
         check_replaceable(out, entries, overwrite or resume)  # refuses, making no lock file
     with build_lock(out) as lock:
         try:
-            return _build(out, plan, workers, overwrite, resume, progress, lock, source,
-                          label, scheduler)
+            manifest = _build(out, plan, workers, overwrite, resume, progress, lock, source,
+                              label, scheduler)
+            if upload is not None:
+                upload(out, manifest)
+            return manifest
         except BaseException:
             if discard_on_error:
                 with contextlib.suppress(OSError, OutputError):
@@ -455,6 +477,44 @@ def _build(out: Path, plan: BuildPlan, workers: int, overwrite: bool, resume: bo
     return manifest
 
 
+def _build_remote(remote: Remote, plan: BuildPlan, *, overwrite: bool, resume: bool,
+                  **options: Any) -> Manifest:
+    """`build_from` for a URL: the output checked as a directory is, the dataset built in
+    the URL's staging directory (resumable there), then uploaded, the manifest last
+    (`seqdata.store.remote.publish`); the staging directory is removed once it is."""
+    finished = _check_remote_output(remote, plan, overwrite, resume)
+    if finished is not None:
+        return finished
+    staging = staging_dir(remote.url)
+    manifest = build_from(staging, plan, overwrite=not resume, resume=resume,
+                          upload=lambda out, m: publish(remote, out, m), **options)
+    shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _check_remote_output(remote: Remote, plan: BuildPlan, overwrite: bool,
+                         resume: bool) -> Manifest | None:
+    """Refuse a URL as `build_from` refuses a directory; with ``resume``, the dataset
+    there if it is finished (of the same plan), else None."""
+    try:
+        files = remote.files()
+        card = remote.read(CARD_NAME, MAX_CARD_BYTES) if CARD_NAME in files else b""
+    except OSError as e:
+        raise OutputError(f"cannot list {remote.url}: {e}") from None
+    if not (overwrite or resume) and files and MANIFEST_NAME not in files:
+        raise OutputError(f"output {remote.url} holds an unfinished dataset (no manifest); "
+                          f"pass resume=True to finish it or overwrite=True to replace it")
+    foreign = [f for f in files if not (
+        (f.startswith(f"{DATA_DIR}/") and SHARD_PATTERN.fullmatch(f[len(DATA_DIR) + 1:]))
+        or ("/" not in f and is_build_file(f) and (f != CARD_NAME
+                                                   or CARD_MARK.encode() in card)))]
+    check_replaceable(remote.url, sorted({f.split("/")[0] for f in files}),
+                      overwrite or resume, foreign)
+    if resume and MANIFEST_NAME in files:
+        return check_same_plan(remote.url, open_remote(remote.url).manifest, plan)
+    return None
+
+
 def check_disk_space(out: Path, spec: LagSumSpec) -> None:
     """Refuse, before anything is written, a build that the disk cannot hold.
 
@@ -492,14 +552,19 @@ def _has_build(out: Path) -> bool:
     return (out / JOURNAL_NAME).exists() or (out / MANIFEST_NAME).exists()
 
 
+def check_same_plan(out: Path | str, manifest: Manifest, plan: BuildPlan) -> Manifest:
+    """``manifest``, the finished dataset at ``out``, if it is of ``plan``."""
+    if (manifest.spec, manifest.format, manifest.boundaries) != \
+            (plan.spec, plan.format, plan.boundaries):
+        raise OutputError(f"{out} holds a finished dataset of another spec, format or "
+                          f"boundaries; pass overwrite=True to replace it")
+    return manifest
+
+
 def _resume(out: Path, plan: BuildPlan) -> dict[int, tuple[ShardInfo, np.ndarray]] | Manifest:
     """What an interrupted build left that can be kept, or the manifest if it finished."""
     if not (out / JOURNAL_NAME).exists():
-        manifest = read_manifest(out)
-        if (manifest.spec, manifest.format, manifest.boundaries) != \
-                (plan.spec, plan.format, plan.boundaries):
-            raise OutputError(f"{out} holds a finished dataset of another spec, format or "
-                              f"boundaries; pass overwrite=True to replace it")
+        manifest = check_same_plan(out, read_manifest(out), plan)
         if manifest.version < 2:
             raise OutputError(f"{out} holds a finished dataset of the old layout "
                               f"(manifest_version {manifest.version}, shards beside the "

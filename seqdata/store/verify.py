@@ -8,8 +8,9 @@ manifest's is a note, not a problem.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from seqdata.sequences import Sequences
 from seqdata.store.atomic import file_sha256
 from seqdata.store.card import CARD_NAME, card_is_current
 from seqdata.store.manifest import Manifest, read_manifest
+from seqdata.store.remote import is_url, open_remote
 from seqdata.store.shards import content_problems, read_shard
 
 
@@ -33,7 +35,7 @@ class Problem:
 
 @dataclass(frozen=True)
 class VerifyReport:
-    root: Path
+    root: Path | str  # the dataset's directory or URL
     num_shards: int
     labels_checked: bool
     leaky: bool
@@ -49,9 +51,12 @@ class VerifyReport:
         return sorted({p.shard for p in self.problems})
 
 
-def verify_dataset(path: Path | str, labels: bool = False,
-                   progress: bool = False) -> VerifyReport:
+def verify_dataset(path: Path | str, labels: bool = False, progress: bool = False,
+                   cache: Path | str | None = None) -> VerifyReport:
     """Check every shard against the manifest (raises ManifestError for a bad manifest).
+
+    At a URL (`seqdata.store.remote`), each shard is downloaded anew, cached copies
+    untrusted, and checked the same way; reports name the URL.
 
     >>> import tempfile
     >>> from seqdata.spec import LagSumSpec
@@ -61,22 +66,38 @@ def verify_dataset(path: Path | str, labels: bool = False,
     >>> verify_dataset(d, labels=True).ok
     True
     """
+    if is_url(path):
+        remote = open_remote(str(path), cache, find_shards=False)
+        return _verify(remote.url, remote.local, remote.manifest, remote.fresh_copies(),
+                       labels, progress)
     root = Path(path)
     manifest = read_manifest(root)
+    return _verify(root, root, manifest, ((i, root, None) for i in range(len(manifest.shards))),
+                   labels, progress)
+
+
+def _verify(location: Path | str, home: Path, manifest: Manifest,
+            copies: Iterable[tuple[int, Path, str | None]], labels: bool,
+            progress: bool) -> VerifyReport:
+    """Check each shard as ``copies`` yields it: (index, the directory holding it, why
+    it could not be fetched or None). ``home`` holds the manifest and the card."""
     problems: list[Problem] = []
-    bar = Progress(len(manifest.shards), f"verify {root.name}", enabled=progress)
-    for index, info in enumerate(manifest.shards):
-        for message in _check_shard(root, manifest, index, labels):
-            problems.append(Problem(info.path, message))
+    bar = Progress(len(manifest.shards), f"verify {PurePosixPath(str(location)).name}",
+                   enabled=progress)
+    for index, root, unfetched in copies:
+        info = manifest.shards[index]
+        messages = [unfetched] if unfetched else _check_shard(root, manifest, index, labels)
+        # A copy's messages name the dataset's location, not the scratch directory.
+        problems += [Problem(info.path, m.replace(str(root), str(location))) for m in messages]
         bar.advance(info.num_sequences, info.num_timesteps)
-    return VerifyReport(root, len(manifest.shards), labels, manifest.leaky, tuple(problems),
-                        _notes(root, manifest))
+    return VerifyReport(location, len(manifest.shards), labels, manifest.leaky,
+                        tuple(problems), _notes(location, home, manifest))
 
 
-def _notes(root: Path, manifest: Manifest) -> tuple[str, ...]:
+def _notes(location: Path | str, root: Path, manifest: Manifest) -> tuple[str, ...]:
     if manifest.version < 2:
         return (f"old layout (manifest_version {manifest.version}: shards beside the "
-                f"manifest, no card); `seqdata convert {root} NEW` writes the current one",)
+                f"manifest, no card); `seqdata convert {location} NEW` writes the current one",)
     if not (root / CARD_NAME).exists():
         return (f"{CARD_NAME} (the dataset card) is missing",)
     if not card_is_current(root, manifest):
