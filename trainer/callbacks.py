@@ -126,7 +126,8 @@ class RunRecorder(keras.callbacks.Callback):
 
 
 class StepRecorder(keras.callbacks.Callback):
-    """Per training step: the batch log (``--log-batches``) and mid-epoch checkpoints.
+    """Per training step: the batch log (``--log-batches``: the ids of each step appended
+    to ``log``) and mid-epoch checkpoints.
 
     Step ``n`` (1-based, counted over the whole run) trained stream batch ``n - 1``. A
     checkpoint (stamped with ``stamp``) is saved after every ``every`` steps except at
@@ -134,13 +135,13 @@ class StepRecorder(keras.callbacks.Callback):
     """
 
     def __init__(self, run: RunDir, stream: BatchStream, first_step: int,
-                 steps_per_epoch: int, every: int | None, keep: int, log: bool, *,
+                 steps_per_epoch: int, every: int | None, keep: int, log: Path | None, *,
                  stamp: dict[str, Any]) -> None:
         super().__init__()
         self.run, self.stream, self.stamp = run, stream, stamp
         self.step = first_step
         self.steps_per_epoch, self.every, self.keep = steps_per_epoch, every, keep
-        self.log = open(run.batch_log, "a", encoding="utf-8") if log else None  # noqa: SIM115
+        self.log = open(log, "a", encoding="utf-8") if log else None  # noqa: SIM115
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self.log is not None:

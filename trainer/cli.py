@@ -34,6 +34,7 @@ from trainer.defaults import (
     MAX_LSTM_UNITS,
     PRESETS,
 )
+from trainer.distribute import STRATEGIES, Placement, read_tf_config
 from trainer.errors import InputFileError, TrainerError
 from trainer.schedule import SCHEDULES
 
@@ -151,6 +152,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     again.add_argument("--overwrite", action="store_true",
                        help="delete RUN's previous run artifacts first")
     p.add_argument("--quiet", action="store_true", help="no Keras progress bar")
+    p.add_argument("--strategy", choices=STRATEGIES,
+                   help="train under tf.distribute (TensorFlow backend): mirrored, every GPU "
+                        "of this machine, each batch split across them; multi-worker, one "
+                        "process per machine as TF_CONFIG describes, each training its share "
+                        "of every global batch (RUN must be a directory every worker sees; "
+                        "the chief writes it; --resume works on any number of workers)")
 
 
 def _option(args: argparse.Namespace, name: str, default: Any) -> Any:
@@ -209,9 +216,15 @@ def open_data(option: str, path: Path) -> Any:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from trainer.backend import configured_backend
     from trainer.run_dir import RunDir, describe_data
 
-    RunDir(args.out).check(resume=args.resume, overwrite=args.overwrite)
+    if args.strategy and configured_backend() != "tensorflow":
+        raise TrainerError(f"--strategy {args.strategy} needs the tensorflow backend, not "
+                           f"{configured_backend()} (set KERAS_BACKEND=tensorflow)")
+    placement = read_tf_config() if args.strategy == "multi-worker" else Placement()
+    if placement.records:  # the other workers write nothing there (the chief may have)
+        RunDir(args.out).check(resume=args.resume, overwrite=args.overwrite)
     data = open_data("--data", args.data)
     validation = (open_data("--validation-data", args.validation_data)
                   if args.validation_data is not None else None)
@@ -229,12 +242,23 @@ def run_train(args: argparse.Namespace) -> int:
     from trainer.backend import load_keras
 
     load_keras()
+    from trainer.distribute import make_strategy
     from trainer.train import train
 
     config = train_config(args)
+    strategy = make_strategy(args.strategy) if args.strategy else None
     result = train(args.out, config, data, num_features=features, validation=validation,
                    data=paths, resume=args.resume, overwrite=args.overwrite,
-                   verbose=0 if args.quiet else ("auto" if sys.stdout.isatty() else 2))
+                   verbose=0 if args.quiet else ("auto" if sys.stdout.isatty() else 2),
+                   strategy=strategy)
+    if args.strategy:
+        from trainer.model import weights_digest
+
+        print(f"worker {placement.rank} of {placement.num_ranks}: trained steps "
+              f"{result.initial_step + 1}..{result.final_step}, final weights sha256 "
+              f"{weights_digest(result.model)}")
+        if not placement.records:
+            return EXIT_OK
     run = result.run
     print(f"model: {run.model}\nhistory: {run.history} and {run.metrics}\n"
           f"curves: {run.curves}\ncheckpoints: {run.checkpoints}\n"

@@ -24,7 +24,14 @@ def normalized_categorical_crossentropy(y_true, y_pred):
 @keras.saving.register_keras_serializable(package="trainer")
 class MaskedCrossentropy(keras.losses.Loss):
     """`normalized_categorical_crossentropy` averaged over the real timesteps of a batch:
-    ``sum(w * loss) / sum(w)`` with per-timestep weights ``w`` (the mask)."""
+    ``sum(w * loss) / sum(w)`` with per-timestep weights ``w`` (the mask).
+
+    Under ``tf.distribute`` with several replicas, each replica holds a part of the
+    global batch: its loss is its own ``sum(w * loss)`` over the ``sum(w)`` of the whole
+    global batch (summed over replicas), and the strategy sums the replicas' gradients.
+    So the step is that of the global batch's mean, as on one device, however unevenly
+    the real timesteps fall (Keras' own reduction would average the replicas' means).
+    """
 
     def __init__(self, name: str = "masked_crossentropy",
                  reduction: str = "mean_with_sample_weight", dtype: str | None = None) -> None:
@@ -32,3 +39,23 @@ class MaskedCrossentropy(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         return normalized_categorical_crossentropy(y_true, y_pred)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        if sample_weight is None:
+            return super().__call__(y_true, y_pred)
+        losses = self.call(y_true, y_pred)
+        weights = ops.cast(sample_weight, losses.dtype)
+        return ops.divide_no_nan(ops.sum(losses * weights), _global_sum(ops.sum(weights)))
+
+
+def _global_sum(value):
+    """``value`` summed over the replicas of the current ``tf.distribute`` step (itself
+    outside one, or with one replica)."""
+    if keras.backend.backend() != "tensorflow":
+        return value
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce("SUM", tf.stop_gradient(value))

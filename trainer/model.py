@@ -9,6 +9,7 @@ time axis; a 3-D ``Dense`` is the same layer).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import zipfile
 from collections.abc import Iterator
@@ -213,6 +214,14 @@ def save_model(model: keras.Model, path: str | os.PathLike[str], *,
     with atomic_output(Path(path)) as tmp:
         model.save(tmp)
     return Path(path)
+
+
+def weights_digest(model: keras.Model) -> str:
+    """The sha256 of every weight's bytes, in order: equal exactly when the weights are."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()
 
 
 def num_features_of(model: keras.Model) -> int:

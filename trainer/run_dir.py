@@ -68,6 +68,20 @@ class RunDir:
     def batch_log(self) -> Path:
         return self.root / "batches.jsonl"
 
+    def batch_log_of(self, rank: int) -> Path:
+        """The batch log of a worker's share of each step (the chief's is `batch_log`).
+
+        >>> RunDir(Path("run")).batch_log_of(2).name
+        'batches.rank-2.jsonl'
+        """
+        return self.batch_log if rank == 0 else self.root / f"batches.rank-{rank}.jsonl"
+
+    def rank_batch_logs(self) -> list[tuple[int, Path]]:
+        """The batch logs of workers other than the chief, by rank."""
+        found = ((path.name[len("batches.rank-"):-len(".jsonl")], path)
+                 for path in self.root.glob("batches.rank-*.jsonl"))
+        return sorted((int(rank), path) for rank, path in found if rank.isdigit())
+
     @property
     def model(self) -> Path:
         return self.root / "model.keras"
@@ -99,7 +113,8 @@ class RunDir:
     def artifacts(self) -> tuple[Path, ...]:
         """Everything a run writes."""
         return (self.config, self.model, self.best, self.history, self.metrics, self.curves,
-                self.logs, self.checkpoints, self.batch_log)
+                self.logs, self.checkpoints, self.batch_log,
+                *(path for _, path in self.rank_batch_logs()))
 
     def is_empty(self) -> bool:
         """True if the directory does not exist or holds nothing."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -18,7 +20,7 @@ from seqdata.keras import keras_input
 from seqdata.read.config import BatchConfig
 from seqdata.read.stream import BatchSource, BatchStream, NoBatchesError
 from seqdata.store.atomic import write_text_atomic
-from trainer.backend import for_backend
+from trainer.backend import backend, for_backend
 from trainer.callbacks import (
     VAL_ACCURACY,
     EpochStats,
@@ -26,6 +28,7 @@ from trainer.callbacks import (
     StepRecorder,
     truncate_batch_log,
 )
+from trainer.distribute import Placement, fitting, per_worker, placement_of, scope
 from trainer.errors import ConfigError, ModelFileError, RunDirError, TrainerError
 from trainer.history import Row, plot_curves, read_history_csv
 from trainer.model import (
@@ -114,6 +117,11 @@ class TrainResult:
     initial_step: int  # training steps already done when this call started
     steps_per_epoch: int
     model: keras.Model  # the trained model (what model.keras holds)
+
+    @property
+    def final_step(self) -> int:
+        """Training steps done when this call ended."""
+        return int(self.history[-1]["epoch"]) * self.steps_per_epoch if self.history else 0
 
     @property
     def initial_epoch(self) -> int:
@@ -208,7 +216,8 @@ def _load_latest_checkpoint(run: RunDir, run_id: str | None,
 def train(run_root: str | os.PathLike[str], config: TrainConfig, source: BatchSource, *,
           num_features: int, validation: BatchSource | None = None,
           data: dict[str, Any] | None = None, resume: bool = False, overwrite: bool = False,
-          verbose: int | str = "auto", echo: Callable[[str], None] = print) -> TrainResult:
+          verbose: int | str = "auto", echo: Callable[[str], None] = print,
+          strategy: Any = None) -> TrainResult:
     """Train into ``run_root``: config.json, per-epoch history/metrics/logs/checkpoints,
     then model.keras and curves.png.
 
@@ -231,17 +240,33 @@ def train(run_root: str | os.PathLike[str], config: TrainConfig, source: BatchSo
         overwrite: delete a previous run's artifacts first.
         verbose: Keras progress output (0, 1, 2 or "auto").
         echo: where to print the per-epoch summary lines.
+        strategy: a ``tf.distribute`` strategy to train under (`trainer.distribute`;
+            TensorFlow backend). Under a multi-worker one, each worker trains its rank's
+            share of every global batch; ``run_root`` must be one directory that every
+            worker sees (a shared file system): the chief (rank 0) writes it, and every
+            worker resumes from its checkpoints. The others record into a scratch
+            directory, removed at the end, except their share of the batch log
+            (``log_batches``: ``batches.rank-R.jsonl``). config.json does not record the
+            number of workers: a run resumes on any number of them.
     """
     if config.stop_at_accuracy is not None and validation is None:
         raise ConfigError(f"stop_at_accuracy={config.stop_at_accuracy} needs validation data "
                           "to measure it on")
+    if strategy is not None and backend() != "tensorflow":
+        raise ConfigError(f"a tf.distribute strategy needs the tensorflow backend, not "
+                          f"{backend()} (set KERAS_BACKEND=tensorflow)")
     run = RunDir(Path(run_root))
     # JAX compiles a step per input shape: it trains on static shapes, recorded as such.
     config = replace(config, batching=for_backend(config.batching))
+    placement = placement_of(strategy)
+    if not placement.records:
+        return _train_as_worker(run, config, source, validation, num_features, data, resume,
+                                verbose, strategy, placement)
     existed, fresh = run.root.exists(), run.is_empty() or overwrite
     run.prepare(resume=resume, overwrite=overwrite)
     state = TrainingRun(run, config, source, validation, num_features,
-                        describe_data(data, source, validation), verbose, echo)
+                        describe_data(data, source, validation), verbose, echo,
+                        strategy=strategy, placement=placement)
     try:
         with out_of_memory_is_an_error(f"training {architecture(num_features, config.model)}"):
             return state.train(resume)
@@ -251,6 +276,24 @@ def train(run_root: str | os.PathLike[str], config: TrainConfig, source: BatchSo
             if not existed:
                 run.root.rmdir()
         raise
+
+
+def _train_as_worker(run: RunDir, config: TrainConfig, source: BatchSource,
+                     validation: BatchSource | None, num_features: int,
+                     data: dict[str, Any] | None, resume: bool, verbose: int | str,
+                     strategy: Any, placement: Placement) -> TrainResult:
+    """Train as a worker other than the chief: resume from ``run``'s checkpoints, record
+    into a scratch directory (removed at the end), and print nothing per epoch."""
+    scratch = RunDir(Path(tempfile.mkdtemp(prefix=f"trainer-rank-{placement.rank}-")))
+    state = TrainingRun(run, config, source, validation, num_features,
+                        describe_data(data, source, validation), verbose, lambda _: None,
+                        strategy=strategy, placement=placement, out=scratch)
+    try:
+        with out_of_memory_is_an_error(f"training {architecture(num_features, config.model)}"):
+            result = state.train(resume)
+        return replace(result, run=run)
+    finally:
+        shutil.rmtree(scratch.root, ignore_errors=True)
 
 
 def _label(argument: str, path: Any) -> str:
@@ -280,10 +323,26 @@ class TrainingRun:
     data: dict[str, Any]
     verbose: int | str = "auto"
     echo: Callable[[str], None] = print
+    strategy: Any = None
+    placement: Placement = field(default_factory=Placement)
+    out: RunDir | None = None  # where records go (None: ``run``; a scratch one on workers)
     rows: list[Row] = field(default_factory=list)
     steps: int = 0
     model: keras.Model | None = None
     run_id: str | None = None
+
+    @property
+    def records(self) -> RunDir:
+        """Where this process writes the run's records."""
+        return self.out or self.run
+
+    @property
+    def batching(self) -> BatchConfig:
+        """The training batches of this process: its rank's share of the global ones."""
+        rank, ranks = self.placement.rank, self.placement.num_ranks
+        if ranks == 1:
+            return self.config.batching
+        return replace(self.config.batching, rank=rank, num_ranks=ranks)
 
     def train(self, resume: bool) -> TrainResult:
         """Check, restore (with ``resume``), fit the remaining epochs, save the model."""
@@ -304,19 +363,22 @@ class TrainingRun:
         if per_pass < 1:
             raise NoBatchesError(config.batching.epoch, config.batching)
         self.steps = config.steps_per_epoch or per_pass
-        done = self._restore() if resume else 0
-        if done == 0:
-            keras.utils.set_random_seed(config.batching.seed)
-            rate = config.schedule.learning_rate(config.model.learning_rate,
-                                                 config.epochs * self.steps)
-            self.model = compile_model(build_model(self.num_features, config.model), rate)
+        with scope(self.strategy):
+            done = self._restore() if resume else 0
+            if done == 0:
+                keras.utils.set_random_seed(config.batching.seed)
+                rate = config.schedule.learning_rate(config.model.learning_rate,
+                                                     config.epochs * self.steps)
+                self.model = compile_model(build_model(self.num_features, config.model), rate)
         epoch, into = divmod(done, self.steps)
         if done > config.epochs * self.steps:
             raise RunDirError(f"cannot resume {run.root} to {config.epochs} epochs: it has "
                               f"{epoch} already (give epochs={epoch} or more)")
-        write_json(run.config, {"train": config.to_dict(), "data": self.data,
-                                "run_id": self.run_id})
-        truncate_batch_log(run.batch_log, done)
+        if self.out is not None:
+            self.out.prepare()
+        write_json(self.records.config, {"train": config.to_dict(), "data": self.data,
+                                         "run_id": self.run_id})
+        self.truncate_batch_logs(done)
         if into:
             self.echo(f"resuming {run.root} at step {done}: step {into + 1} of {self.steps} "
                       f"in epoch {epoch + 1} of {config.epochs}")
@@ -330,10 +392,20 @@ class TrainingRun:
         if len(self.rows) < config.epochs and not self.reached_target():
             raise TrainerError(f"training stopped after epoch {len(self.rows)} of "
                                f"{config.epochs}: the data ran out of batches")
-        save_model(self.model, run.model, portable=True)
-        plot_curves(self.rows, run.curves)
+        save_model(self.model, self.records.model, portable=True)
+        plot_curves(self.rows, self.records.curves)
         self.write_metrics(complete=True)
-        return TrainResult(run, self.rows, done, self.steps, self.model)
+        return TrainResult(self.records, self.rows, done, self.steps, self.model)
+
+    def truncate_batch_logs(self, done: int) -> None:
+        """Cut the batch logs back to the ``done`` steps of the checkpoint: this rank's,
+        and on the chief those of ranks that a larger run had and this one has not."""
+        rank, ranks = self.placement.rank, self.placement.num_ranks
+        truncate_batch_log(self.run.batch_log_of(rank), done)
+        if self.placement.records:
+            for other, path in self.run.rank_batch_logs():
+                if other >= ranks:
+                    truncate_batch_log(path, done)
 
     def _restore(self) -> int:
         """Load the latest checkpoint and the history it has; the steps it trained."""
@@ -365,11 +437,11 @@ class TrainingRun:
             return None
         row = max(scored, key=lambda r: r[VAL_ACCURACY])
         return {"epoch": int(row["epoch"]), VAL_ACCURACY: row[VAL_ACCURACY],
-                "model": self.run.best.name}
+                "model": self.records.best.name}
 
     def write_metrics(self, complete: bool = False) -> None:
         """metrics.json from the rows so far."""
-        history, run = self.rows, self.run
+        history, run = self.rows, self.records
         write_json(run.metrics, {
             "best": self.best(), "stopped_at_accuracy": self.reached_target(),
             "complete": complete, "epochs": self.config.epochs,
@@ -380,13 +452,18 @@ class TrainingRun:
             "model": run.model.name if complete else None,
             "logs": run.logs.name, "checkpoints": run.checkpoints.name})
 
+    def input(self, data: Any) -> Any:
+        """``fit``'s input from the Keras input of this process's batches."""
+        return data if self.strategy is None else per_worker(data, self.strategy,
+                                                             self.placement)
+
     def fit(self, first_step: int, epoch: int, epoch_steps: int) -> None:
         """Train from global step ``first_step`` (in epoch ``epoch``) to the last epoch;
         the first epoch has ``epoch_steps`` steps (fewer when it resumes mid-epoch)."""
-        config, run = self.config, self.run
-        stream = BatchStream(self.source, config.batching, start=first_step)
+        config, run = self.config, self.records
+        stream = BatchStream(self.source, self.batching, start=first_step)
         val_stream = (BatchStream(self.validation,
-                                  for_backend(validation_options(config.batching)),
+                                  for_backend(validation_options(self.batching)),
                                   repeat=False) if self.validation is not None else None)
         last = epoch + 1 if epoch_steps < self.steps else config.epochs
         stamp = {"run_id": self.run_id, "model": self.architecture}
@@ -396,14 +473,17 @@ class TrainingRun:
                                  stamp=stamp, keep=config.checkpoints_kept, echo=self.echo,
                                  stop_at_accuracy=config.stop_at_accuracy),
                      StepRecorder(run, stream, first_step, self.steps, config.checkpoint_every,
-                                  config.checkpoints_kept, config.log_batches, stamp=stamp)]
-        validation_data = None if val_stream is None else keras_input(
-            val_stream, self.num_features, val_stream.epoch_size(val_stream.config.epoch))
+                                  config.checkpoints_kept,
+                                  self.run.batch_log_of(self.placement.rank)
+                                  if config.log_batches else None, stamp=stamp)]
+        validation_data = None if val_stream is None else self.input(keras_input(
+            val_stream, self.num_features, val_stream.epoch_size(val_stream.config.epoch)))
         try:
-            self.model.fit(keras_input(stream, self.num_features),
-                           epochs=last, initial_epoch=epoch, steps_per_epoch=epoch_steps,
-                           shuffle=False, validation_data=validation_data,
-                           callbacks=callbacks, verbose=self.verbose)
+            with fitting(self.model, self.strategy):
+                self.model.fit(self.input(keras_input(stream, self.num_features)),
+                               epochs=last, initial_epoch=epoch, steps_per_epoch=epoch_steps,
+                               shuffle=False, validation_data=validation_data,
+                               callbacks=callbacks, verbose=self.verbose)
         except Exception as exc:
             # tf.data wraps an error of the batch stream in its own: raise the original.
             for failed in (stream, val_stream):
