@@ -260,7 +260,8 @@ class Dataset:
     def _plan(self, cfg: BatchConfig, load: ShardLoader) -> Iterator[Planned]:
         """The epoch's batches, planned: this rank's share of each (all of it on one)."""
         check_budget(cfg, self.boundaries, self.spec.lengths.high)
-        self._expect(shard_order(len(self.shards), cfg))
+        if self.remote is not None:  # no per-epoch work for a local dataset
+            self.remote.expect(shard_order(len(self.shards), cfg))
         planned = plan_batches(len(self.shards), load, cfg, self.boundaries)
         if cfg.num_ranks == 1:
             return planned

@@ -106,10 +106,11 @@ class Remote:
             self.fs, self.path = fsspec.core.url_to_fs(self.url)
         except ImportError as e:  # a known protocol whose package is missing (s3fs, gcsfs)
             raise RemoteError(f"cannot open {url}: {e}") from None
-        except ValueError as e:
-            raise RemoteError(f"cannot open {url}: {e} (fsspec and the packages installed "
-                              f"know {', '.join(sorted(fsspec.available_protocols())[:12])}, "
-                              f"...)") from None
+        except ValueError:
+            scheme = url.split("://", 1)[0]
+            raise RemoteError(f"cannot open {url}: fsspec knows no protocol {scheme!r} (a "
+                              f"store's package adds its own: s3fs for s3://, gcsfs for "
+                              f"gs://, adlfs for az://)") from None
         from fsspec.implementations.local import LocalFileSystem
         from fsspec.implementations.memory import MemoryFileSystem
 

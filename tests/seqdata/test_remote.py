@@ -358,7 +358,7 @@ def one_line_error(result, *fragments) -> str:
 
 def test_bad_urls_are_one_line_errors(tmp_path):
     one_line_error(run_cli("inspect", "nosuchproto://bucket/ds"), "nosuchproto://bucket/ds",
-                   "Protocol not known")
+                   "fsspec knows no protocol 'nosuchproto'", "s3fs for s3://")
     one_line_error(run_cli("generate", "nosuchproto://bucket/ds", "--quiet"),
                    "nosuchproto://bucket/ds")
     missing = (tmp_path / "nothing").as_uri()
