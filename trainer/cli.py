@@ -78,11 +78,11 @@ def lstm_units(text: str) -> tuple[int, ...]:
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``trainer train``."""
-    p.add_argument("--data", type=Path, required=True, metavar="DIR",
-                   help="seqdata dataset directory to train on")
+    p.add_argument("--data", required=True, metavar="DIR",
+                   help="seqdata dataset directory (or fsspec URL) to train on")
     p.add_argument("--out", type=Path, required=True, metavar="RUN",
                    help="run directory (must be empty unless --resume or --overwrite)")
-    p.add_argument("--validation-data", type=Path, metavar="DIR",
+    p.add_argument("--validation-data", metavar="DIR",
                    help="held-out seqdata dataset, evaluated after every epoch")
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="default: the default recipe (what no option gives; see "
@@ -205,8 +205,16 @@ def train_config(args: argparse.Namespace) -> Any:
             learning_rate=_option(args, "learning_rate", model.learning_rate)))
 
 
-def open_data(option: str, path: Path) -> Any:
-    """Open a seqdata dataset, naming the option in any error."""
+def location(text: str) -> str:
+    """How a run records a dataset: an absolute path, or the URL as given."""
+    from seqdata.store.remote import is_url
+
+    return text if is_url(text) else str(Path(text).resolve())
+
+
+def open_data(option: str, path: str | Path) -> Any:
+    """Open a seqdata dataset (a directory or an fsspec URL), naming the option in any
+    error."""
     from seqdata import open_dataset
 
     try:
@@ -232,8 +240,8 @@ def run_train(args: argparse.Namespace) -> int:
     if validation is not None and validation.spec.num_features != features:
         raise TrainerError(f"--validation-data has {validation.spec.num_features} features a "
                            f"timestep, expected {features} like --data")
-    paths = {"train": str(args.data.resolve()),
-             "validation": None if validation is None else str(args.validation_data.resolve())}
+    paths = {"train": location(args.data),
+             "validation": None if validation is None else location(args.validation_data)}
     if args.resume:  # before TensorFlow loads; `train` checks it again for library callers
         RunDir(args.out).check_same_data(
             describe_data(paths, data, validation),
@@ -362,8 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                "and accuracy of a model on a dataset.")
     evaluate.add_argument("--model", type=Path, required=True, metavar="FILE",
                           help="a .keras model file")
-    evaluate.add_argument("--data", type=Path, required=True, metavar="DIR",
-                          help="seqdata dataset directory")
+    evaluate.add_argument("--data", required=True, metavar="DIR",
+                          help="seqdata dataset directory (or fsspec URL)")
     evaluate.add_argument("--batch-size", type=bounded_int(1), default=EVAL_BATCH_SIZE,
                           metavar="N")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")

@@ -339,3 +339,23 @@ def test_no_option_trains_the_default_recipe(datasets, tmp_path):
                                  "final_fraction": recipe["final_fraction"]}
     rates = [row["learning_rate"] for row in read_history(tmp_path / "r")]
     assert float(rates[-1]) < float(rates[0])  # decayed
+
+
+def test_train_and_evaluate_read_a_dataset_url(bucketed_run, datasets, tmp_path, monkeypatch):
+    """--data takes an fsspec URL (here file://): the run records the URL, and evaluate
+    of the URL equals evaluate of the directory it names."""
+    monkeypatch.setenv("SEQDATA_CACHE", str(tmp_path / "cache"))
+    url = datasets["hdf5"].as_uri()
+    run = tmp_path / "run"
+    code, _, err = run_trainer("train", "--data", url, "--out", run, *BUCKETED, "--epochs", "1",
+                               "--steps-per-epoch", "2", "--quiet")
+    assert code == 0, err
+    assert json.loads((run / "config.json").read_text())["data"]["train"] == url
+    assert (run / "model.keras").is_file()
+    found = [run_trainer("evaluate", "--model", bucketed_run[0] / "model.keras", "--data", data,
+                         "--json") for data in (url, datasets["hdf5"])]
+    assert [code for code, _, _ in found] == [0, 0], found
+    by_url, by_path = (json.loads(out) for _, out, _ in found)
+    assert by_url.pop("data") == url
+    by_path.pop("data")
+    assert by_url == by_path
