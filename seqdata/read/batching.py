@@ -24,7 +24,7 @@ give the same batches in the same order from either format.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -139,17 +139,34 @@ def shard_order(num_shards: int, cfg: BatchConfig) -> np.ndarray:
     return _epoch_start(num_shards, cfg)[1]
 
 
+def _windows(order: np.ndarray, cfg: BatchConfig) -> list[np.ndarray]:
+    return [order[i:i + cfg.window_shards] for i in range(0, len(order), cfg.window_shards)]
+
+
 def plan_batches(num_shards: int, load: ShardLoader, cfg: BatchConfig,
-                 boundaries: tuple[int, ...]) -> Iterator[Planned]:
+                 boundaries: tuple[int, ...], reader: WindowReader | None = None,
+                 then: BatchConfig | None = None) -> Iterator[Planned]:
     """The epoch's batches, before padding.
+
+    With ``read_ahead``, windows are read by ``reader`` (default: one of its own), and
+    with ``then`` (the config of the epoch that ``reader`` reads next), the first window
+    of that epoch is read while this epoch's last window is batched.
 
     A group may be a view of buffers that are reused once the next window is read:
     use each item before asking for the next one.
     """
     rng, order = _epoch_start(num_shards, cfg)
-    windows = [order[i:i + cfg.window_shards] for i in range(0, num_shards, cfg.window_shards)]
+    windows = _windows(order, cfg)
+    if not cfg.read_ahead:
+        read = _read_windows(windows, load)
+    elif reader is not None:
+        after = None if then is None else _windows(_epoch_start(num_shards, then)[1], then)[0]
+        read = reader.read(windows, load, after)
+    else:
+        own = WindowReader()
+        read = own.read(windows, load, None, close=True)
     carry: dict[int, Sequences] = {}
-    for w, shards in enumerate(_read_windows(windows, load, cfg.read_ahead)):
+    for w, shards in enumerate(read):
         last = w == len(windows) - 1
         members: dict[int, list[Sequences]] = {k: [v] for k, v in carry.items()}
         for parts in shards:
@@ -183,32 +200,70 @@ def plan_batches(num_shards: int, load: ShardLoader, cfg: BatchConfig,
         pending.clear()  # free this window before the next is read
 
 
-def _read_windows(windows: list[np.ndarray], load: ShardLoader,
-                  read_ahead: bool) -> Iterator[list[list[Sequences]]]:
-    """The buckets of each window's shards; with ``read_ahead``, the next window is read
-    on a thread while this one is used (reads and pyarrow's decoding release the GIL).
+def _read_windows(windows: list[np.ndarray],
+                  load: ShardLoader) -> Iterator[list[list[Sequences]]]:
+    """The buckets of each window's shards, read in turn; a window's buffers are
+    recycled when the window after it is asked for."""
+    buffers = ReadBuffers()
+    for shards in windows:
+        yield [load(int(shard), buffers) for shard in shards]
+        buffers.recycle()
 
-    A window's buffers are recycled when the window after it is asked for, so windows
-    alternate between two sets of buffers.
+
+class WindowReader:
+    """Reads the windows of consecutive epochs on one thread, each while the window
+    before it is batched (reads and pyarrow's decoding release the GIL), the first
+    window of the next epoch while the last of this one is.
+
+    Windows alternate between two sets of buffers, kept from epoch to epoch (fresh
+    memory costs a page fault per page): a window's set is recycled when the window
+    after it is asked for. Reads run one at a time, in the order they were asked for.
+    One reader serves one stream of epochs at a time; `close` ends its thread.
     """
-    buffers = (ReadBuffers(), ReadBuffers())
 
-    def read(w: int) -> list[list[Sequences]]:
-        return [load(int(shard), buffers[w % 2]) for shard in windows[w]]
+    def __init__(self) -> None:
+        self._buffers = (ReadBuffers(), ReadBuffers())
+        self._turn = 0
+        self._thread: ThreadPoolExecutor | None = None
+        self._ahead: tuple[tuple[int, ...], Future, ReadBuffers] | None = None
 
-    if not read_ahead:
-        for w in range(len(windows)):
-            yield read(w)
-            buffers[w % 2].recycle()
-        return
-    with ThreadPoolExecutor(1, thread_name_prefix="seqdata-read-ahead") as reader:
-        future = reader.submit(read, 0)
-        for w in range(len(windows)):
-            shards = future.result()
-            if w + 1 < len(windows):
-                future = reader.submit(read, w + 1)
-            yield shards
-            buffers[w % 2].recycle()
+    def _submit(self, shards: np.ndarray,
+                load: ShardLoader) -> tuple[Future, ReadBuffers]:
+        buffers = self._buffers[self._turn]
+        self._turn ^= 1
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="seqdata-read-ahead")
+        return self._thread.submit(lambda: [load(int(s), buffers) for s in shards]), buffers
+
+    def read(self, windows: list[np.ndarray], load: ShardLoader, after: np.ndarray | None,
+             close: bool = False) -> Iterator[list[list[Sequences]]]:
+        """The buckets of each window's shards; then, if ``after`` (the next epoch's first
+        window) is given, that window's read is started; with ``close``, `close`."""
+        try:
+            first = tuple(int(s) for s in windows[0])
+            ahead, self._ahead = self._ahead, None
+            if ahead is not None and ahead[0] == first:
+                future, buffers = ahead[1:]
+            else:  # nothing read ahead, or for another epoch than this (its read is dropped)
+                future, buffers = self._submit(windows[0], load)
+            for w in range(len(windows)):
+                shards, used = future.result(), buffers
+                if w + 1 < len(windows):
+                    future, buffers = self._submit(windows[w + 1], load)
+                elif after is not None:
+                    self._ahead = (tuple(int(s) for s in after), *self._submit(after, load))
+                yield shards
+                used.recycle()
+        finally:
+            if close:
+                self.close()
+
+    def close(self) -> None:
+        """Wait for the read in progress (if any) and end the thread."""
+        self._ahead = None
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            self._thread = None
 
 
 def check_budget(cfg: BatchConfig, boundaries: tuple[int, ...], max_length: int) -> None:

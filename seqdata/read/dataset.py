@@ -17,7 +17,14 @@ import numpy as np
 from seqdata.checks import check_int
 from seqdata.errors import ShardError
 from seqdata.read.batch import Batch, BatchMemory, new_batch
-from seqdata.read.batching import Planned, ShardLoader, check_budget, plan_batches, shard_order
+from seqdata.read.batching import (
+    Planned,
+    ShardLoader,
+    WindowReader,
+    check_budget,
+    plan_batches,
+    shard_order,
+)
 from seqdata.read.config import BatchConfig, as_config
 from seqdata.read.located import Locator
 from seqdata.sequences import Sequences
@@ -215,7 +222,8 @@ class Dataset:
 
     def batches(self, config: BatchConfig | str = "bucketed", /, *,
                 select: Callable[[int], bool] | None = None,
-                memory: BatchMemory = new_batch, **options: Any) -> Iterator[Batch]:
+                memory: BatchMemory = new_batch, reader: WindowReader | None = None,
+                then: BatchConfig | None = None, **options: Any) -> Iterator[Batch]:
         """One epoch of batches, as ``config`` (a `BatchConfig`) says.
 
         For convenience a mode and options work too: ``batches("padded", batch_size=8)``
@@ -226,12 +234,15 @@ class Dataset:
         only the selected batches' rows are read (`seqdata.read.located`); otherwise
         every shard is read and only the selected batches are padded. Each batch is
         padded into arrays from ``memory`` (default: new ones; a loader's shared
-        memory, say).
+        memory, say). A `WindowReader` passed as ``reader`` reads the windows (a stream
+        of epochs passes one), and with ``then``, the config of the epoch it asks for
+        next, reads that epoch's first window while this epoch's last is batched.
         """
         cfg = as_config(config, **options)
         if select is None or not (get_format(self.format).reads_spans
                                   or self.decoded is not None):
-            planned = self._plan(cfg, lambda i, buffers: self.read_shard(i, buffers=buffers))
+            planned = self._plan(cfg, lambda i, buffers: self.read_shard(i, buffers=buffers),
+                                 reader, then)
             for k, batch in enumerate(planned):
                 if k >= cfg.start and (select is None or select(k)):
                     yield batch.pad(memory)
@@ -257,12 +268,14 @@ class Dataset:
         """How many batches :meth:`batches` with the same config yields."""
         return len(self.plan(config, **options))
 
-    def _plan(self, cfg: BatchConfig, load: ShardLoader) -> Iterator[Planned]:
-        """The epoch's batches, planned: this rank's share of each (all of it on one)."""
+    def _plan(self, cfg: BatchConfig, load: ShardLoader, reader: WindowReader | None = None,
+              then: BatchConfig | None = None) -> Iterator[Planned]:
+        """The epoch's batches, planned (`plan_batches`): this rank's share of each (all
+        of it on one)."""
         check_budget(cfg, self.boundaries, self.spec.lengths.high)
         if self.remote is not None:  # no per-epoch work for a local dataset
             self.remote.expect(shard_order(len(self.shards), cfg))
-        planned = plan_batches(len(self.shards), load, cfg, self.boundaries)
+        planned = plan_batches(len(self.shards), load, cfg, self.boundaries, reader, then)
         if cfg.num_ranks == 1:
             return planned
         return (batch.share(cfg.rank, cfg.num_ranks) for batch in planned)

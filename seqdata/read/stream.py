@@ -16,13 +16,15 @@ import numpy as np
 
 from seqdata.errors import SpecError
 from seqdata.read.batch import Batch
+from seqdata.read.batching import WindowReader
 from seqdata.read.config import BatchConfig
 
 
 class BatchSource(Protocol):
     """What a stream needs of a dataset: `seqdata.read.dataset.Dataset` is one."""
 
-    def batches(self, config: BatchConfig, /) -> Iterator[Batch]: ...
+    def batches(self, config: BatchConfig, /, *, reader: WindowReader | None = None,
+                then: BatchConfig | None = None) -> Iterator[Batch]: ...
 
     def num_batches(self, config: BatchConfig, /) -> int: ...
 
@@ -82,15 +84,24 @@ class BatchStream:
                 break
             skip -= size
             epoch += 1
-        for e in itertools.count(epoch) if self.repeat else (epoch,):
-            yield from self.source.batches(self.epoch_config(e, start=skip))
-            skip = 0
+        # One reader for every epoch: the next epoch's first window is read while this
+        # epoch's last is batched, into buffers kept from epoch to epoch.
+        reader = WindowReader()
+        try:
+            for e in itertools.count(epoch) if self.repeat else (epoch,):
+                then = self.epoch_config(e + 1) if self.repeat else None
+                yield from self.source.batches(self.epoch_config(e, start=skip), reader=reader,
+                                               then=then)
+                skip = 0
+        finally:
+            reader.close()
 
     def __iter__(self) -> Iterator[Batch]:
         """The batches from ``start`` on; an error is also kept in ``error`` (a consumer
         such as tf.data may bury it in its own)."""
+        batches = self._batches()
         try:
-            for index, batch in enumerate(self._batches(), start=self.start):
+            for index, batch in enumerate(batches, start=self.start):
                 with self._lock:
                     self._stats[index] = (batch.num_timesteps, int(batch.mask.size))
                     self._ids[index] = batch.ids
@@ -98,6 +109,8 @@ class BatchStream:
         except Exception as exc:
             self.error = exc
             raise
+        finally:
+            batches.close()  # now, not when collected: its reader's thread ends with it
 
     def take_ids(self, index: int) -> np.ndarray:
         """The sequence ids of batch ``index`` (forgotten once taken)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 
 from seqdata import BatchConfig, BatchStream
 from seqdata.errors import ShardError
+from seqdata.read.batching import WindowReader
 
 
 def epoch_ids(dataset, options: BatchConfig, epoch: int) -> list[list[int]]:
@@ -63,7 +66,7 @@ def test_stream_keeps_the_data_error_for_the_caller():
         def num_batches(self, config):
             return 2
 
-        def batches(self, config):
+        def batches(self, config, **_):
             raise ShardError("shard x.h5 is damaged")
             yield  # pragma: no cover
 
@@ -71,3 +74,66 @@ def test_stream_keeps_the_data_error_for_the_caller():
     with pytest.raises(ShardError, match="damaged"):
         next(iter(stream))
     assert isinstance(stream.error, ShardError)
+
+
+def record_reads(dataset, monkeypatch) -> list[int]:
+    """The shards ``dataset`` reads values of, in order, from any thread (a plan's reads
+    of lengths alone are left out)."""
+    reads: list[int] = []
+    read_shard = dataset.read_shard
+
+    def recording(index, *args, **kwargs):
+        if kwargs.get("values", True):
+            reads.append(index)
+        return read_shard(index, *args, **kwargs)
+
+    monkeypatch.setattr(dataset, "read_shard", recording)
+    return reads
+
+
+def first_window(dataset, options: BatchConfig) -> list[int]:
+    from seqdata.read.batching import shard_order
+
+    return shard_order(len(dataset.shards), options)[:options.window_shards].tolist()
+
+
+@pytest.mark.parametrize("window_shards", [1, 2, 3])
+def test_the_next_epochs_first_window_is_read_while_this_epoch_ends(h5_dataset, monkeypatch,
+                                                                    window_shards):
+    """Once the last batch of epoch 0 is handed out, the stream reads epoch 1's first
+    window without being asked; the batches of every epoch are those of the epoch alone,
+    values included."""
+    options = BatchConfig(batch_size=16, seed=5, window_shards=window_shards)
+    expected = [list(h5_dataset.batches(replace(options, epoch=e))) for e in range(3)]
+    reads = record_reads(h5_dataset, monkeypatch)
+    stream = iter(BatchStream(h5_dataset, options))
+    got = [next(stream) for _ in expected[0]]
+    ahead = first_window(h5_dataset, replace(options, epoch=1))
+    deadline = time.monotonic() + 30
+    while reads[-len(ahead):] != ahead:  # read with no batch of epoch 1 asked for
+        assert time.monotonic() < deadline, reads
+        time.sleep(0.001)
+    assert len(reads) == len(h5_dataset.shards) + len(ahead)
+    got += [next(stream) for _ in range(len(expected[1]) + len(expected[2]))]
+    stream.close()
+    for a, b in zip(got, [b for epoch in expected for b in epoch], strict=True):
+        for field in ("x", "y", "mask", "lengths", "ids"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert not [t for t in threading.enumerate() if t.name.startswith("seqdata-read-ahead")]
+
+
+def test_a_window_read_ahead_for_another_epoch_is_not_used(pq_dataset, monkeypatch):
+    """A reader whose read-ahead was for another config than the one asked for next
+    reads that one's windows itself: its batches are those of a fresh read."""
+    options = BatchConfig(batch_size=16, seed=5, window_shards=1)
+    other = replace(options, seed=6)
+    assert first_window(pq_dataset, options) != first_window(pq_dataset, other)
+    reader = WindowReader()
+    try:
+        list(pq_dataset.batches(options, reader=reader, then=replace(options, epoch=1)))
+        got = list(pq_dataset.batches(other, reader=reader))
+    finally:
+        reader.close()
+    for a, b in zip(got, pq_dataset.batches(other), strict=True):
+        np.testing.assert_array_equal(a.x, b.x)
+        np.testing.assert_array_equal(a.ids, b.ids)
