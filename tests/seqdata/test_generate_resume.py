@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,24 +29,53 @@ def start_generate(out, *extra):
     return helpers.start_generate(out, *ARGS, *extra)
 
 
-def kill_after(out, shards: int, jitter: float):
+def semaphores(pid) -> set[int]:
+    """The inodes of the named semaphores (/dev/shm/sem.*) that process ``pid`` has
+    mapped: ``sem_open`` maps each one it makes. Empty where there is no /proc."""
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/maps") as f:
+        return {int(fields[4]) for fields in map(str.split, f)
+                if len(fields) > 5 and fields[5].startswith("/dev/shm/sem.")}
+    return set()
+
+
+def left_semaphores(inodes: set[int]) -> list[Path]:
+    """The named semaphores in /dev/shm among ``inodes``."""
+    shm = Path("/dev/shm")
+    found = []
+    for path in shm.glob("sem.*") if inodes else ():
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_ino in inodes:
+                found.append(path)
+    return found
+
+
+def kill_after(out, shards: int, jitter: float) -> set[int]:
     """Start a 2-worker build of ``out``, wait until ``shards`` shards are published (or
-    the build ends), sleep ``jitter`` seconds more and SIGKILL the whole process group.
+    the build ends), sleep ``jitter`` seconds more and SIGKILL the whole process group;
+    the inodes of the semaphores of its pool.
 
     Kill moments are counted in published shards, not timed from a probe build: a
-    machine that runs slower or faster than during the probe would move them all."""
+    machine that runs slower or faster than during the probe would move them all.
+
+    The group holds multiprocessing's resource tracker, which would have removed the
+    pool's semaphores: they are removed here, only those of this build (known by the
+    inodes its process maps, made with the pool, before any shard)."""
     proc = start_generate(out, "--workers", "2")
     while proc.poll() is None and len(list(out.glob("data/shard-*.h5"))) < shards:
         time.sleep(0.001)
+    made = semaphores(proc.pid)
     time.sleep(jitter)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # the whole group: parent and workers
     proc.wait()
+    for path in left_semaphores(made):
+        path.unlink(missing_ok=True)
+    return made
 
 
 def test_resume_after_sigkill_at_random_moments(tmp_path, reference):
     rng = np.random.default_rng(2024)
-    states = []
+    states, made = [], set()
     # Ten kills after a random number of published shards (in shard writes, between
     # shards, while the manifest is written), two once every shard is out.
     targets = [*rng.integers(1, KILL_SPEC.num_chunks, size=10), KILL_SPEC.num_chunks,
@@ -53,7 +83,7 @@ def test_resume_after_sigkill_at_random_moments(tmp_path, reference):
     for trial, target in enumerate(targets):
         out = tmp_path / f"kill{trial}"
         jitter = float(rng.uniform(0, 0.01))
-        kill_after(out, int(target), jitter)
+        made |= kill_after(out, int(target), jitter)
         shards = len(list(out.glob("data/shard-*.h5"))) if out.exists() else 0
         states.append((shards, (out / "manifest.json").exists()))
         resumed = run_cli("generate", out, *ARGS, "--resume")
@@ -62,6 +92,7 @@ def test_resume_after_sigkill_at_random_moments(tmp_path, reference):
         assert verify_dataset(out).ok
     # Most kills landed mid-build: some shards (or all) written and no manifest yet.
     assert sum(0 < n <= KILL_SPEC.num_chunks and not m for n, m in states) >= 5, states
+    assert not left_semaphores(made)  # the killed builds left no semaphore in /dev/shm
 
 
 class Killed(BaseException):
