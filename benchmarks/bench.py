@@ -142,6 +142,50 @@ def bench_read(spec: LagSumSpec, scratch: Path, repeat: int, peer_sequences: int
     return rows
 
 
+SMALL_SEQUENCES = 200_000  # 7 shards of the default chunk size: a first try's dataset
+
+
+def bench_epochs(spec: LagSumSpec, scratch: Path, repeat: int, epochs: int = 4) -> list[dict]:
+    """Epochs back to back through a `BatchStream` (what the bridges and the trainer
+    read), per epoch, on the full dataset and a 7-shard one, per format.
+
+    With few shards, an epoch's first window read and its last window's batching are a
+    large part of it; a stream reads the next epoch's first window during the last.
+    """
+    from seqdata import BatchStream
+
+    rows = []
+    config = BatchConfig(batch_size=1000)
+    for fmt in ("hdf5", "parquet"):
+        small = scratch / f"small-{fmt}"
+        build_dataset(small, replace(spec, num_sequences=min(SMALL_SEQUENCES,
+                                                              spec.num_sequences)),
+                      fmt, progress=False)
+        cases = {}
+        for path in (scratch / f"gen-{fmt}-1", small):
+            ds = open_dataset(path)
+            for index in range(len(ds.shards)):
+                ds.check_hash(index)
+            stream, size = BatchStream(ds, config), ds.num_batches(config)
+            batches = iter(stream)
+            for _ in range(size):  # the first epoch: its read starts cold
+                next(batches)
+            best = float("inf")
+            for _ in range(repeat):
+                start = time.perf_counter()
+                for _ in range(size * epochs):
+                    next(batches)
+                best = min(best, (time.perf_counter() - start) / epochs)
+            batches.close()
+            cases[len(ds.shards)] = (best, ds.num_timesteps / best)
+        for shards, (seconds, rate) in sorted(cases.items(), reverse=True):
+            ratio = rate / max(cases.values(), key=lambda c: c[1])[1]
+            rows.append({"benchmark": "read+batch", "seconds": seconds, "timesteps_per_s": rate,
+                         "case": f"{fmt}, bucketed, {epochs} epochs streamed, {shards} shards"
+                                 + ("" if ratio == 1 else f" ({ratio:.2f} of the largest)")})
+    return rows
+
+
 def _touch(batch) -> None:
     """A consumer that only touches a batch (one value a sequence): pure loading."""
     x = batch["x"] if isinstance(batch, dict) else batch.x
@@ -331,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         rows = bench_generate(spec, scratch, repeat)
         rows += bench_read(spec, scratch, repeat, peer_sequences=20_000 if args.quick else 50_000)
+        rows += bench_epochs(spec, scratch, repeat)
         rows += bench_torch(scratch, repeat)
         rows += bench_memory(spec, scratch)
         rows += bench_train(scratch, steps=10 if args.quick else 60)
