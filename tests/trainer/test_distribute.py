@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -27,8 +28,10 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
 HANG = 300  # seconds: a worker still running then is taken to hang
 
 
-def train_args(data: Path, run: Path, *extra: str) -> list[str]:
-    return ["train", "--data", str(data), "--out", str(run), *ARGS, *extra]
+def train_args(datasets: dict[str, Path], run: Path, *extra: str) -> list[str]:
+    """Train on the HDF5 dataset, validate on its Parquet copy (another reader, same data)."""
+    return ["train", "--data", str(datasets["hdf5"]), "--out", str(run),
+            "--validation-data", str(datasets["parquet"]), *ARGS, *extra]
 
 
 def tf_config(ports: list[int], index: int) -> str:
@@ -103,6 +106,11 @@ def merged_log(run: Path) -> list[dict]:
     return [steps[s] for s in sorted(steps)]
 
 
+def history(run: Path) -> list[dict[str, str]]:
+    with open(run / "history.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def weights(path: Path) -> list[np.ndarray]:
     return keras.saving.load_model(path, compile=False, safe_mode=True).get_weights()
 
@@ -123,7 +131,7 @@ def assert_same_steps(a: list[dict], b: list[dict]) -> None:
 def one_process(datasets, tmp_path_factory) -> Path:
     """The uninterrupted run in one process: what the distributed runs must train."""
     run = tmp_path_factory.mktemp("distribute") / "one"
-    result = run_cli(*train_args(datasets["hdf5"], run), module="trainer")
+    result = run_cli(*train_args(datasets, run), module="trainer")
     assert result.returncode == 0, result.stderr
     return run
 
@@ -133,7 +141,7 @@ def test_two_workers_train_the_global_batches_in_equal_steps(datasets, one_proce
     """2 workers on 127.0.0.1: the same number of steps, no hang, identical final
     weights on both, and the weights, ids and learning rates of one process."""
     run = tmp_path / "two"
-    with Workers(2, train_args(datasets["hdf5"], run), tmp_path / "logs") as workers:
+    with Workers(2, train_args(datasets, run), tmp_path / "logs") as workers:
         outputs = workers.wait()
     lines = [next(line for line in out.splitlines() if line.startswith("worker "))
              for out in outputs]
@@ -146,8 +154,11 @@ def test_two_workers_train_the_global_batches_in_equal_steps(datasets, one_proce
     assert [e["step"] for e in logged] == list(range(1, steps + 1))
     assert_same_steps(merged_log(run), merged_log(one_process))
     assert_same_weights(run / "model.keras", one_process / "model.keras")
-    history = (run / "history.csv").read_text().splitlines()
-    assert [row.split(",")[0] for row in history[1:]] == ["1", "2"]
+    rows = [history(r) for r in (run, one_process)]
+    assert [row["epoch"] for row in rows[0]] == ["1", "2"]
+    for key in ("masked_loss", "masked_accuracy", "val_masked_loss", "val_masked_accuracy"):
+        np.testing.assert_allclose([float(row[key]) for row in rows[0]],  # global, not rank 0's
+                                   [float(row[key]) for row in rows[1]], rtol=0, atol=1e-5)
     assert sorted(p.name for p in run.glob("batches*")) == ["batches.jsonl",
                                                             "batches.rank-1.jsonl"]
 
@@ -157,7 +168,7 @@ def test_killed_on_two_workers_resumes_on_one(datasets, one_process, tmp_path):
     (elastic): the steps after the checkpoint are the uninterrupted run's, and so are
     the final weights."""
     run = tmp_path / "killed"
-    args = train_args(datasets["hdf5"], run)
+    args = train_args(datasets, run)
     with Workers(2, args, tmp_path / "logs") as workers:
         deadline = time.monotonic() + HANG
         while not RunDir(run).saved_checkpoints():
