@@ -155,8 +155,14 @@ def test_killing_the_build_process_ends_every_process_of_the_build(tmp_path, ref
         if trial == 0:  # while the pool starts, about when the first shard comes
             time.sleep(rng.uniform(0.5 * first, first))
         else:  # mid-build: after a random number of shards, at a random moment
-            wait_for_shards(proc, out, int(rng.integers(1, SPEC.num_chunks - 2)))
-            time.sleep(rng.uniform(0, 2 * step))
+            shards = int(rng.integers(1, SPEC.num_chunks - 2))
+            wait_for_shards(proc, out)
+            start = time.monotonic()
+            wait_for_shards(proc, out, shards)
+            # Within about two shards' time, as this build goes: the probe's pace may be
+            # another (a machine busier or less busy then, as when tests run in parallel).
+            pace = (time.monotonic() - start) / (shards - 1) if shards > 1 else step
+            time.sleep(rng.uniform(0, 2 * pace))
         os.kill(proc.pid, sig)  # the build's process alone, not its group
         proc.wait()
         where = f"trial {trial} ({sig.name})"
