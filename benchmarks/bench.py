@@ -178,11 +178,11 @@ def bench_epochs(spec: LagSumSpec, scratch: Path, repeat: int, epochs: int = 4) 
                 best = min(best, (time.perf_counter() - start) / epochs)
             batches.close()
             cases[len(ds.shards)] = (best, ds.num_timesteps / best)
+        full = cases[max(cases)][1]
         for shards, (seconds, rate) in sorted(cases.items(), reverse=True):
-            ratio = rate / max(cases.values(), key=lambda c: c[1])[1]
             rows.append({"benchmark": "read+batch", "seconds": seconds, "timesteps_per_s": rate,
                          "case": f"{fmt}, bucketed, {epochs} epochs streamed, {shards} shards"
-                                 + ("" if ratio == 1 else f" ({ratio:.2f} of the largest)")})
+                                 + ("" if rate == full else f" ({rate / full:.2f} of all)")})
     return rows
 
 
