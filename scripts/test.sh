@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up (a virtualenv in .venv with every extra the tests need) and run lint + tests.
-source "$(dirname "$0")/venv.sh" train,torch,jax,dask,dev
+source "$(dirname "$0")/venv.sh" train,torch,jax,dask,remote,dev
 .venv/bin/ruff check .
 # The tests on several processes (pytest-xdist; tests/conftest.py says how many, and
 # which run first), handed out one at a time to whichever is free (`--dist load` hands
