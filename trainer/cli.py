@@ -34,7 +34,7 @@ from trainer.defaults import (
     MAX_LSTM_UNITS,
     PRESETS,
 )
-from trainer.distribute import STRATEGIES, Placement, read_tf_config
+from trainer.distribute import COLLECTIVE_TIMEOUT, STRATEGIES, Placement, read_tf_config
 from trainer.errors import InputFileError, TrainerError
 from trainer.schedule import SCHEDULES
 
@@ -158,6 +158,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "process per machine as TF_CONFIG describes, each training its share "
                         "of every global batch (RUN must be a directory every worker sees; "
                         "the chief writes it; --resume works on any number of workers)")
+    p.add_argument("--collective-timeout", type=positive_float, metavar="S",
+                   default=COLLECTIVE_TIMEOUT,
+                   help=f"multi-worker: end the run when a worker waits more than S seconds "
+                        f"for the others in a step (default {COLLECTIVE_TIMEOUT:.0f}); a worker "
+                        f"that dies ends it at once")
 
 
 def _option(args: argparse.Namespace, name: str, default: Any) -> Any:
@@ -254,7 +259,7 @@ def run_train(args: argparse.Namespace) -> int:
     from trainer.train import train
 
     config = train_config(args)
-    strategy = make_strategy(args.strategy) if args.strategy else None
+    strategy = make_strategy(args.strategy, args.collective_timeout) if args.strategy else None
     result = train(args.out, config, data, num_features=features, validation=validation,
                    data=paths, resume=args.resume, overwrite=args.overwrite,
                    verbose=0 if args.quiet else ("auto" if sys.stdout.isatty() else 2),

@@ -20,9 +20,12 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from trainer.errors import ConfigError
+from trainer.errors import ConfigError, TrainerError
 
 STRATEGIES = ("mirrored", "multi-worker")
+# Seconds a worker waits in an all-reduce for the others: past it (or once the cluster's
+# heartbeats show a worker gone) the run ends instead of hanging forever.
+COLLECTIVE_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True)
@@ -79,11 +82,13 @@ def read_tf_config(environ: Mapping[str, str] | None = None) -> Placement:
     return Placement(rank, sizes["chief"] + sizes["worker"])
 
 
-def make_strategy(name: str) -> Any:
+def make_strategy(name: str, timeout: float = COLLECTIVE_TIMEOUT) -> Any:
     """The ``tf.distribute`` strategy called ``name`` (see `STRATEGIES`).
 
     A multi-worker strategy must be made before TensorFlow runs anything: it sets up
     the cluster's collectives, and waits for every worker of ``TF_CONFIG`` to join.
+    Its collectives give up after ``timeout`` seconds: without a timeout, the workers
+    left when one dies wait for it forever.
     """
     if name not in STRATEGIES:
         raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
@@ -93,7 +98,8 @@ def make_strategy(name: str) -> Any:
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     read_tf_config()
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
+    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
 
 def placement_of(strategy: Any) -> Placement:
@@ -168,6 +174,23 @@ def fitting(model: Any, strategy: Any) -> Iterator[None]:
     try:
         with strategy.scope():
             yield
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as exc:
+        raise TrainerError(f"training stopped: a worker is gone or stopped answering "
+                           f"({type(exc).__name__}: {_cause(exc.message)}); start every "
+                           "worker again with --resume") from None
     finally:
         del model.train_step, model.test_step
         model._distribute_strategy = strategy
+
+
+def _cause(message: str) -> str:
+    """What a TensorFlow error says happened, without the Python frames it lists.
+
+    >>> _cause("Graph execution error:\\n\\nDetected at node X defined at:\\n  File a\\n"
+    ...        "Collective ops is aborted by: task 1 is gone\\n\\t [[{{node X}}]]")
+    'Collective ops is aborted by: task 1 is gone'
+    """
+    skip = ("Graph execution error", "Detected at node", "File ", "[[")
+    lines = [line.strip() for line in message.splitlines()]
+    said = [line for line in lines if line and not line.startswith(skip)]
+    return " ".join(said[:2])[:200] or " ".join(message.split())[:200]

@@ -184,6 +184,31 @@ def test_killed_on_two_workers_resumes_on_one(datasets, one_process, tmp_path):
     assert_same_weights(run / "model.keras", one_process / "model.keras")
 
 
+def test_a_worker_that_dies_ends_the_others_with_one_clear_error(datasets, tmp_path):
+    """Worker 1 SIGKILLed mid-run: worker 0 does not wait for it forever; it ends with
+    exit status 2 and a last line that says what happened and how to go on."""
+    run = tmp_path / "orphaned"
+    args = [*train_args(datasets, run), "--epochs", "50", "--collective-timeout", "60"]
+    with Workers(2, args, tmp_path / "logs") as workers:
+        deadline = time.monotonic() + HANG
+        while not RunDir(run).saved_checkpoints():  # training for sure, both workers
+            assert time.monotonic() < deadline, workers.text()
+            assert all(p.poll() is None for p in workers.procs), workers.text()
+            time.sleep(0.02)
+        os.killpg(workers.procs[1].pid, signal.SIGKILL)
+        try:
+            code = workers.procs[0].wait(timeout=HANG)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"worker 0 still waits for the dead worker: {workers.text()}")
+        output = workers.outputs[0].read_text()
+    assert code == 2, output[-3000:]
+    assert "Traceback" not in output
+    last = output.strip().splitlines()[-1]
+    assert last.startswith("trainer train: error: training stopped: a worker is gone"), last
+    assert "File " not in last  # what happened, not the frames TensorFlow lists
+    assert "--resume" in last
+
+
 MIRRORED = """
 import json, sys
 from seqdata.tf import import_tensorflow
