@@ -259,41 +259,29 @@ def train(run_root: str | os.PathLike[str], config: TrainConfig, source: BatchSo
     # JAX compiles a step per input shape: it trains on static shapes, recorded as such.
     config = replace(config, batching=for_backend(config.batching))
     placement = placement_of(strategy)
-    if not placement.records:
-        return _train_as_worker(run, config, source, validation, num_features, data, resume,
-                                verbose, strategy, placement)
+    # Workers other than the chief record into a scratch directory, removed at the end,
+    # and print nothing per epoch; they only read ``run`` (to resume from it).
+    scratch = None if placement.records else RunDir(
+        Path(tempfile.mkdtemp(prefix=f"trainer-rank-{placement.rank}-")))
     existed, fresh = run.root.exists(), run.is_empty() or overwrite
-    run.prepare(resume=resume, overwrite=overwrite)
+    if scratch is None:
+        run.prepare(resume=resume, overwrite=overwrite)
     state = TrainingRun(run, config, source, validation, num_features,
-                        describe_data(data, source, validation), verbose, echo,
-                        strategy=strategy, placement=placement)
+                        describe_data(data, source, validation), verbose,
+                        echo if scratch is None else (lambda _: None),
+                        strategy=strategy, placement=placement, out=scratch)
     try:
         with out_of_memory_is_an_error(f"training {architecture(num_features, config.model)}"):
-            return state.train(resume)
+            return replace(state.train(resume), run=run)
     except BaseException:
-        if fresh and not state.rows:
+        if scratch is None and fresh and not state.rows:
             run.clear()
             if not existed:
                 run.root.rmdir()
         raise
-
-
-def _train_as_worker(run: RunDir, config: TrainConfig, source: BatchSource,
-                     validation: BatchSource | None, num_features: int,
-                     data: dict[str, Any] | None, resume: bool, verbose: int | str,
-                     strategy: Any, placement: Placement) -> TrainResult:
-    """Train as a worker other than the chief: resume from ``run``'s checkpoints, record
-    into a scratch directory (removed at the end), and print nothing per epoch."""
-    scratch = RunDir(Path(tempfile.mkdtemp(prefix=f"trainer-rank-{placement.rank}-")))
-    state = TrainingRun(run, config, source, validation, num_features,
-                        describe_data(data, source, validation), verbose, lambda _: None,
-                        strategy=strategy, placement=placement, out=scratch)
-    try:
-        with out_of_memory_is_an_error(f"training {architecture(num_features, config.model)}"):
-            result = state.train(resume)
-        return replace(result, run=run)
     finally:
-        shutil.rmtree(scratch.root, ignore_errors=True)
+        if scratch is not None:
+            shutil.rmtree(scratch.root, ignore_errors=True)
 
 
 def _label(argument: str, path: Any) -> str:
