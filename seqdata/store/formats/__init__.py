@@ -16,6 +16,7 @@ import numpy as np
 
 from seqdata.checks import check_choice
 from seqdata.sequences import Sequences
+from seqdata.store.buffers import ReadBuffers
 from seqdata.store.memfile import MemoryFile
 
 # name -> (file suffix, module whose FORMAT reads and writes it): the one table of formats.
@@ -41,7 +42,8 @@ class ShardFormat(Protocol):
 
     def read_buckets(self, path: Path, buckets: Sequence[int], counts: BucketCounts,
                      num_features: int, values: bool = True,
-                     data: np.ndarray | None = None) -> list[Sequences]:
+                     data: np.ndarray | None = None,
+                     buffers: ReadBuffers | None = None) -> list[Sequences]:
         """Buckets ``buckets`` of a shard whose non-empty buckets hold ``counts``.
 
         Sizes declared inside the file are checked against ``counts`` (the manifest's)
@@ -50,7 +52,8 @@ class ShardFormat(Protocol):
         make (links, external or virtual storage, compression) is refused.
         With ``values=False``, only ids and offsets are read: see `lengths_only`.
         ``data``, if given, holds the whole file's bytes, already read: formats that
-        ``reads_whole`` return views of it, others read the file themselves.
+        ``reads_whole`` return views of it, others read the file themselves, into
+        ``buffers`` if given (the result is then valid until they are recycled).
 
         Raises ShardError naming ``path`` when the file does not hold what is expected.
         """

@@ -20,7 +20,7 @@ import numpy as np
 from seqdata.errors import ShardError
 from seqdata.sequences import Sequences
 from seqdata.store.atomic import open_regular
-from seqdata.store.buffers import read_spans_into
+from seqdata.store.buffers import ReadBuffers, read_spans_into
 from seqdata.store.formats import BucketCounts, BucketRun, lengths_only
 from seqdata.store.memfile import MemoryFile
 
@@ -64,7 +64,9 @@ class Hdf5Format:
 
     def read_buckets(self, path: Path, buckets: Sequence[int], counts: BucketCounts,
                      num_features: int, values: bool = True,
-                     data: np.ndarray | None = None) -> list[Sequences]:
+                     data: np.ndarray | None = None,
+                     buffers: ReadBuffers | None = None) -> list[Sequences]:
+        del buffers  # a whole read comes as ``data`` (read into them); parts read themselves
         present = tuple(sorted(counts))
         try:
             layout = _layout(path, counts, num_features)
