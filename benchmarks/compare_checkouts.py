@@ -23,6 +23,8 @@ CASES = {
     "bucketed": {"mode": "bucketed", "batch_size": 1000},
     "padded": {"mode": "padded", "batch_size": 1000},
     "bucketed, one thread": {"mode": "bucketed", "batch_size": 1000, "read_ahead": False},
+    "bucketed, one thread, per-sequence shuffle": {"mode": "bucketed", "batch_size": 1000,
+                                                   "read_ahead": False, "shuffle_block": 1},
 }
 
 EPOCHS = r'''

@@ -24,7 +24,7 @@ give the same batches in the same order from either format.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import NamedTuple
 
 import numpy as np
@@ -148,27 +148,25 @@ def plan_batches(num_shards: int, load: ShardLoader, cfg: BatchConfig,
                  then: BatchConfig | None = None) -> Iterator[Planned]:
     """The epoch's batches, before padding.
 
-    With ``read_ahead``, windows are read by ``reader`` (default: one of its own), and
-    with ``then`` (the config of the epoch that ``reader`` reads next), the first window
-    of that epoch is read while this epoch's last window is batched.
+    Windows are read by ``reader`` (default: one of its own), ahead of time with
+    ``read_ahead``; with ``then`` (the config of the epoch that ``reader`` reads next),
+    the first window of that epoch is read while this epoch's last window is batched.
 
-    A group may be a view of buffers that are reused once the next window is read:
-    use each item before asking for the next one.
+    A group may be a view of buffers that are reused once the window after next is
+    read: use each item before asking for the next one.
     """
     rng, order = _epoch_start(num_shards, cfg)
     windows = _windows(order, cfg)
-    if not cfg.read_ahead:
-        read = _read_windows(windows, load)
-    elif reader is not None:
-        after = None if then is None else _windows(_epoch_start(num_shards, then)[1], then)[0]
-        read = reader.read(windows, load, after)
-    else:
-        own = WindowReader()
-        read = own.read(windows, load, None, close=True)
-    carry: dict[int, Sequences] = {}
+    after = None
+    if then is not None and cfg.read_ahead:
+        after = _windows(_epoch_start(num_shards, then)[1], then)[0]
+    own = reader is None
+    read = (reader or WindowReader()).read(windows, load, after, ahead=cfg.read_ahead,
+                                           close=own)
+    carry: dict[int, Group] = {}
     for w, shards in enumerate(read):
         last = w == len(windows) - 1
-        members: dict[int, list[Sequences]] = {k: [v] for k, v in carry.items()}
+        members: dict[int, list[Sequences | Group]] = {k: [v] for k, v in carry.items()}
         for parts in shards:
             for key, part in _group_parts(parts, cfg):
                 members.setdefault(key, []).append(part)
@@ -188,7 +186,7 @@ def plan_batches(num_shards: int, load: ShardLoader, cfg: BatchConfig,
             if cfg.size is None or len(group) - tail_start < cfg.size:
                 batches.pop()
                 if not last:
-                    carry[key] = group.take(rows[tail_start:])
+                    carry[key] = group.carried(rows[tail_start:])
                 elif not cfg.drop_remainder:
                     batches.append((tail_start, len(group)))
             # With static_shapes every batch has a full batch's count (fill rows make up
@@ -200,60 +198,64 @@ def plan_batches(num_shards: int, load: ShardLoader, cfg: BatchConfig,
         pending.clear()  # free this window before the next is read
 
 
-def _read_windows(windows: list[np.ndarray],
-                  load: ShardLoader) -> Iterator[list[list[Sequences]]]:
-    """The buckets of each window's shards, read in turn; a window's buffers are
-    recycled when the window after it is asked for."""
-    buffers = ReadBuffers()
-    for shards in windows:
-        yield [load(int(shard), buffers) for shard in shards]
-        buffers.recycle()
-
-
 class WindowReader:
-    """Reads the windows of consecutive epochs on one thread, each while the window
-    before it is batched (reads and pyarrow's decoding release the GIL), the first
-    window of the next epoch while the last of this one is.
+    """Reads the windows of consecutive epochs, each (with ``ahead``) on a thread of its
+    own while the window before it is batched (reads and pyarrow's decoding release the
+    GIL), and the first window of the next epoch while the last of this one is.
 
-    Windows alternate between two sets of buffers, kept from epoch to epoch (fresh
-    memory costs a page fault per page): a window's set is recycled when the window
-    after it is asked for. Reads run one at a time, in the order they were asked for.
-    One reader serves one stream of epochs at a time; `close` ends its thread.
+    Reads take turns over three sets of buffers, kept from epoch to epoch (fresh memory
+    costs a page fault per page): while window w is batched, w + 1 is read, and the rows
+    window w - 1 carried over are still views of its set; so a set is recycled when the
+    read three windows later starts. Reads run one at a time, in the order they were
+    asked for. One reader serves one stream of epochs at a time; `close` ends its thread.
     """
 
     def __init__(self) -> None:
-        self._buffers = (ReadBuffers(), ReadBuffers())
+        self._buffers = (ReadBuffers(), ReadBuffers(), ReadBuffers())
         self._turn = 0
         self._thread: ThreadPoolExecutor | None = None
-        self._ahead: tuple[tuple[int, ...], Future, ReadBuffers] | None = None
+        self._ahead: tuple[tuple[int, ...], Future] | None = None
 
-    def _submit(self, shards: np.ndarray,
-                load: ShardLoader) -> tuple[Future, ReadBuffers]:
+    def _load(self, shards: np.ndarray, load: ShardLoader) -> Callable[[], list]:
+        """The read of one window, into the next set of buffers."""
         buffers = self._buffers[self._turn]
-        self._turn ^= 1
+        self._turn = (self._turn + 1) % len(self._buffers)
+
+        def read() -> list[list[Sequences]]:
+            buffers.recycle()  # its window and the window after it are batched by now
+            return [load(int(s), buffers) for s in shards]
+        return read
+
+    def _submit(self, shards: np.ndarray, load: ShardLoader) -> Future:
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="seqdata-read-ahead")
-        return self._thread.submit(lambda: [load(int(s), buffers) for s in shards]), buffers
+        return self._thread.submit(self._load(shards, load))
 
     def read(self, windows: list[np.ndarray], load: ShardLoader, after: np.ndarray | None,
-             close: bool = False) -> Iterator[list[list[Sequences]]]:
-        """The buckets of each window's shards; then, if ``after`` (the next epoch's first
+             ahead: bool = True, close: bool = False) -> Iterator[list[list[Sequences]]]:
+        """The buckets of each window's shards: read ahead on the reader's thread with
+        ``ahead``, else each when asked for; then, if ``after`` (the next epoch's first
         window) is given, that window's read is started; with ``close``, `close`."""
         try:
             first = tuple(int(s) for s in windows[0])
-            ahead, self._ahead = self._ahead, None
-            if ahead is not None and ahead[0] == first:
-                future, buffers = ahead[1:]
+            pending, self._ahead = self._ahead, None
+            if not ahead:
+                if pending is not None:  # its read must not overlap the reads below
+                    wait([pending[1]])
+                for shards in windows:
+                    yield self._load(shards, load)()
+                return
+            if pending is not None and pending[0] == first:
+                future = pending[1]
             else:  # nothing read ahead, or for another epoch than this (its read is dropped)
-                future, buffers = self._submit(windows[0], load)
+                future = self._submit(windows[0], load)
             for w in range(len(windows)):
-                shards, used = future.result(), buffers
+                shards = future.result()
                 if w + 1 < len(windows):
-                    future, buffers = self._submit(windows[w + 1], load)
+                    future = self._submit(windows[w + 1], load)
                 elif after is not None:
-                    self._ahead = (tuple(int(s) for s in after), *self._submit(after, load))
+                    self._ahead = (tuple(int(s) for s in after), self._submit(after, load))
                 yield shards
-                used.recycle()
         finally:
             if close:
                 self.close()

@@ -1,10 +1,12 @@
 """`Group`: sequences that may share a batch, held as the parts they were read in.
 
 Batching never concatenates what it reads. A group addresses its sequences by row over
-its parts (a shard's bucket, a carried remainder), and `Group.pad` copies each batch
-straight from those parts into its padded arrays. Rows that are neighbours in one part
-and share a length are one contiguous block of ``x``: such a run is copied with one
-slice assignment, no index arrays. `block_order` shuffles whole blocks of neighbours,
+its parts (a shard's bucket in the reader's buffers), and `Group.pad` copies each batch
+straight from those parts into its padded arrays. The rows a window leaves over are
+carried into the next window's group as views too (`Group.carried`): only rows carried
+twice are copied. Rows that lie one after the other in one part and share a length are
+one contiguous block of ``x``: such a run is copied with one slice assignment, no index
+arrays. `block_order` shuffles whole blocks of neighbours,
 so that a batch is made of a few such runs; a per-sequence shuffle falls back to one
 gather per (part, length).
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -29,7 +32,12 @@ FILL_ID = -1
 
 @dataclass(frozen=True)
 class Group:
-    """Sequences of several parts, addressed by row (part after part), without copies.
+    """Sequences of several members, addressed by row (member after member), without
+    copies.
+
+    A member is a `Sequences` (a shard's bucket, read in this window) or a `Group` (rows
+    carried over from the window before, see `carried`). Rows are found in ``parts``, the
+    arrays that hold them: a row's values are ``parts[part[r]].x[starts[r]:][:lengths[r]]``.
 
     Attributes:
         parts: the `Sequences` holding the values.
@@ -37,6 +45,10 @@ class Group:
         starts: (n,) first timestep of each row in its part's ``x``.
         lengths: (n,) length of each row.
         ids: (n,) dataset-wide id of each row.
+        segment: (n,) which member each row came in.
+        sizes: rows per member.
+        fresh: per part, whether a `Sequences` member holds it (read in this window)
+            rather than a carried `Group`.
     """
 
     parts: tuple[Sequences, ...]
@@ -44,36 +56,57 @@ class Group:
     starts: np.ndarray
     lengths: np.ndarray
     ids: np.ndarray
+    segment: np.ndarray
+    sizes: tuple[int, ...]
+    fresh: tuple[bool, ...]
     _windows: dict = field(default_factory=dict, repr=False, compare=False)
 
     @staticmethod
-    def of(parts: Sequence[Sequences]) -> Group:
-        """The group of ``parts``, in order (rows of part 0 first)."""
-        parts = tuple(parts)
-        sizes = [len(p) for p in parts]
-        return Group(parts,
-                     np.repeat(np.arange(len(parts), dtype=np.int32), sizes),
-                     np.concatenate([p.offsets[:-1] for p in parts] or [np.zeros(0, np.int64)]),
-                     np.concatenate([np.diff(p.offsets) for p in parts]
-                                    or [np.zeros(0, np.int64)]),
-                     np.concatenate([p.ids for p in parts] or [np.zeros(0, np.int64)]))
+    def of(members: Sequence[Sequences | Group]) -> Group:
+        """The group of ``members``, in order (rows of member 0 first)."""
+        parts: list[Sequences] = []
+        fresh: list[bool] = []
+        part, starts, lengths, ids = [], [], [], []
+        for m in members:
+            if isinstance(m, Group):
+                part.append(m.part + len(parts))
+                starts.append(m.starts)
+                lengths.append(m.lengths)
+                ids.append(m.ids)
+                parts += m.parts
+                fresh += [False] * len(m.parts)
+            else:
+                part.append(np.full(len(m), len(parts), np.int32))
+                starts.append(m.offsets[:-1])
+                lengths.append(np.diff(m.offsets))
+                ids.append(m.ids)
+                parts.append(m)
+                fresh.append(True)
+        sizes = tuple(len(m) for m in members)
+        none = np.zeros(0, np.int64)
+        return Group(tuple(parts), np.concatenate(part or [none]).astype(np.int32, copy=False),
+                     np.concatenate(starts or [none]), np.concatenate(lengths or [none]),
+                     np.concatenate(ids or [none]),
+                     np.repeat(np.arange(len(sizes), dtype=np.int32), sizes), sizes,
+                     tuple(fresh))
 
     def __len__(self) -> int:
         return len(self.ids)
 
     @property
-    def sizes(self) -> list[int]:
-        """Rows per part."""
-        return [len(p) for p in self.parts]
+    def num_features(self) -> int:
+        return self.parts[0].x.shape[1] if self.parts else 0
 
-    def _runs(self, rows: np.ndarray, same_length: bool) -> tuple[list[int], list[int]]:
-        """Starts and stops (positions in ``rows``) of the maximal runs of rows that are
-        neighbours in one part, and of one length if ``same_length``."""
+    def _spans(self, rows: np.ndarray, same_length: bool) -> tuple[list[int], list[int]]:
+        """Starts and stops (positions in ``rows``) of the maximal runs of rows that lie
+        one after the other in one part (one slice of its ``x``), and are of one length
+        if ``same_length``."""
         if not len(rows):
             return [], []
-        split = (np.diff(rows) != 1) | (np.diff(self.part[rows]) != 0)
+        part, starts, lengths = self.part[rows], self.starts[rows], self.lengths[rows]
+        split = (np.diff(part) != 0) | (starts[1:] != starts[:-1] + lengths[:-1])
         if same_length:
-            split |= np.diff(self.lengths[rows]) != 0
+            split |= np.diff(lengths) != 0
         cuts = np.flatnonzero(split) + 1
         return [0, *cuts.tolist()], [*cuts.tolist(), len(rows)]
 
@@ -84,14 +117,17 @@ class Group:
         arrays from ``memory``."""
         lengths = self.lengths[rows]
         width = max(int(lengths.max(initial=0)), pad_to)
-        features = self.parts[0].x.shape[1] if self.parts else 0
+        features = self.num_features
         real, fill = len(rows), max(size - len(rows), 0)
         out = memory(real + fill, width, features)
-        # Only the padding is zeroed: writing zeros everywhere first would cost a pass.
+        out.lengths[:real], out.lengths[real:] = lengths, 0
+        out.ids[:real], out.ids[real:] = self.ids[rows], FILL_ID
+        _mask(out.lengths, width, out.mask)
+        # Only x's padding is zeroed (writing zeros everywhere first would cost a pass);
+        # y's is zeroed with the mask at the end, one pass over a byte a step.
         x, y = out.x, out.y
         x[real:] = 0
-        y[real:] = 0
-        firsts, stops = self._runs(rows, same_length=True)
+        firsts, stops = self._spans(rows, same_length=True)
         if len(firsts) * ROWS_PER_RUN <= len(rows):
             heads = rows[firsts]
             for a, e, p, s, n in zip(firsts, stops, self.part[heads].tolist(),
@@ -100,19 +136,17 @@ class Group:
                 src = self.parts[p]
                 x[a:e, :n] = src.x[s:s + (e - a) * n].reshape(e - a, n, features)
                 y[a:e, :n] = src.y[s:s + (e - a) * n].reshape(e - a, n)
-                x[a:e, n:] = 0
-                y[a:e, n:] = 0
+                if n < width:
+                    x[a:e, n:] = 0
         else:
-            for same, p, n in self._by_part_and_length(rows):
+            for same, p, n in self._by_length(rows, self.part):
                 starts = self.starts[rows[same]]
                 x_windows, y_windows = self._windows_of(p, n)
                 x[same, :n] = x_windows[starts]
                 y[same, :n] = y_windows[starts]
-                x[same, n:] = 0
-                y[same, n:] = 0
-        out.lengths[:real], out.lengths[real:] = lengths, 0
-        out.ids[:real], out.ids[real:] = self.ids[rows], FILL_ID
-        np.less(np.arange(width, dtype=out.lengths.dtype), out.lengths[:, None], out=out.mask)
+                if n < width:
+                    x[same, n:] = 0
+        np.multiply(y, out.mask, out=y)
         return out
 
     def _windows_of(self, part: int, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -122,40 +156,100 @@ class Group:
             self._windows[part, n] = windows(src.x, n), windows(src.y, n)
         return self._windows[part, n]
 
-    def _by_part_and_length(self, rows: np.ndarray):
-        """(positions in ``rows``, part, length) for every (part, length) among ``rows``."""
+    def _by_length(self, rows: np.ndarray, key: np.ndarray):
+        """(positions in ``rows``, key, length) for every (``key[row]``, length) among
+        ``rows``, in increasing (key, length), positions in the order of ``rows``."""
         lengths = self.lengths[rows]
-        key = self.part[rows].astype(np.int64) * (int(lengths.max(initial=0)) + 1) + lengths
-        order = np.argsort(key, kind="stable")
-        cuts = np.flatnonzero(np.diff(key[order])) + 1
+        combined = key[rows].astype(np.int64) * (int(lengths.max(initial=0)) + 1) + lengths
+        order = np.argsort(combined, kind="stable")
+        cuts = np.flatnonzero(np.diff(combined[order])) + 1
         for a, e in zip([0, *cuts.tolist()], [*cuts.tolist(), len(order)], strict=True):
             same = order[a:e]
-            yield same, int(self.part[rows[same[0]]]), int(lengths[same[0]])
+            yield same, int(key[rows[same[0]]]), int(lengths[same[0]])
 
-    def take(self, rows: np.ndarray) -> Sequences:
-        """Rows ``rows`` copied into one new `Sequences`.
+    def carried(self, rows: np.ndarray) -> Group:
+        """Rows ``rows``, carried over to the next window as one member of its group.
 
-        Runs of neighbours keep the order of ``rows``; scattered rows come out grouped by
-        part and length (what carries a remainder needs: the next window reshuffles it).
+        Rows that are neighbours in their member keep the order of ``rows`` while they
+        make runs of at least ``ROWS_PER_RUN``; scattered rows come out grouped by member
+        and length (the next window reshuffles them). Rows of this window's parts stay
+        views: the reader keeps a window's buffers until the window after it is
+        batched. Rows carried in already are copied, as their buffers are then reused.
         """
-        if not self.parts or not len(rows):
-            return Sequences.empty(self.parts[0].x.shape[1] if self.parts else 0)
-        firsts, stops = self._runs(rows, same_length=False)
+        firsts = self._neighbours(rows)
+        if len(firsts) * ROWS_PER_RUN > len(rows):
+            rows = rows[np.concatenate([same for same, _, _ in self._by_length(rows, self.segment)]
+                                       or [np.zeros(0, np.int64)])]
+        part, starts = self.part[rows], self.starts[rows]
+        parts = list(self.parts)
+        old = ~np.asarray(self.fresh, bool)[part]
+        if old.any():
+            copy, at = self._copy(rows[old])
+            part, starts = part.copy(), starts.copy()
+            part[old], starts[old] = len(parts), at
+            parts.append(copy)
+        used, part = np.unique(part, return_inverse=True)
+        return Group(tuple(parts[i] for i in used.tolist()), part.astype(np.int32), starts,
+                     self.lengths[rows], self.ids[rows], np.zeros(len(rows), np.int32),
+                     (len(rows),), (True,) * len(used))
+
+    def _neighbours(self, rows: np.ndarray) -> list[int]:
+        """Starts (positions in ``rows``) of the maximal runs of rows that are neighbours
+        in one member."""
+        if not len(rows):
+            return []
+        split = (np.diff(rows) != 1) | (np.diff(self.segment[rows]) != 0)
+        return [0, *(np.flatnonzero(split) + 1).tolist()]
+
+    def _copy(self, rows: np.ndarray) -> tuple[Sequences, np.ndarray]:
+        """Rows ``rows`` copied into one new `Sequences`, and where each row starts in it
+        (runs of a part's slices are copied whole, scattered rows by gathers)."""
+        firsts, stops = self._spans(rows, same_length=False)
         if len(firsts) * ROWS_PER_RUN <= len(rows):
+            order = np.arange(len(rows))
             spans = [(int(self.part[rows[a]]), int(self.starts[rows[a]]),
                       int(self.starts[rows[e - 1]] + self.lengths[rows[e - 1]]))
                      for a, e in zip(firsts, stops, strict=True)]
             xs = [self.parts[p].x[s:t] for p, s, t in spans]
             ys = [self.parts[p].y[s:t] for p, s, t in spans]
         else:
-            groups = [(rows[same], p, n) for same, p, n in self._by_part_and_length(rows)]
-            rows = np.concatenate([r for r, _, _ in groups])
-            xs = [self._windows_of(p, n)[0][self.starts[r]].reshape(len(r) * n, -1)
-                  for r, p, n in groups]
-            ys = [self._windows_of(p, n)[1][self.starts[r]].reshape(-1) for r, p, n in groups]
+            groups = list(self._by_length(rows, self.part))
+            order = np.concatenate([same for same, _, _ in groups])
+            xs = [self._windows_of(p, n)[0][self.starts[rows[same]]].reshape(len(same) * n, -1)
+                  for same, p, n in groups]
+            ys = [self._windows_of(p, n)[1][self.starts[rows[same]]].reshape(-1)
+                  for same, p, n in groups]
         offsets = np.zeros(len(rows) + 1, np.int64)
-        np.cumsum(self.lengths[rows], out=offsets[1:])
-        return Sequences(np.concatenate(xs), np.concatenate(ys), offsets, self.ids[rows])
+        np.cumsum(self.lengths[rows[order]], out=offsets[1:])
+        at = np.empty(len(rows), np.int64)
+        at[order] = offsets[:-1]
+        return Sequences(np.concatenate(xs), np.concatenate(ys), offsets,
+                         self.ids[rows[order]]), at
+
+    def take(self, rows: np.ndarray) -> Sequences:
+        """Rows ``rows`` copied into one new `Sequences`: in the order of ``rows``, or
+        grouped by part and length where they are scattered."""
+        if not self.parts or not len(rows):
+            return Sequences.empty(self.num_features)
+        return self._copy(rows)[0]
+
+
+# The mask of a batch up to this width is a gather of rows of a triangle of booleans
+# (row n: n leading True), 3-4x faster than comparing every step with the lengths.
+MASK_TABLE_WIDTH = 512
+
+
+@cache
+def _triangle() -> np.ndarray:
+    return np.tri(MASK_TABLE_WIDTH + 1, MASK_TABLE_WIDTH, -1, dtype=np.bool_)
+
+
+def _mask(lengths: np.ndarray, width: int, out: np.ndarray) -> None:
+    """Write the (B, width) mask of ``lengths`` (each <= width) into ``out``."""
+    if width <= MASK_TABLE_WIDTH:
+        np.take(_triangle()[:, :width], lengths, axis=0, out=out)
+    else:
+        np.less(np.arange(width, dtype=lengths.dtype), lengths[:, None], out=out)
 
 
 def windows(a: np.ndarray, n: int) -> np.ndarray:

@@ -158,6 +158,31 @@ def test_read_ahead_and_buffer_reuse_change_nothing(datasets, fmt):
                                           flat.sequence(where[int(p.ids[r])])[0])
 
 
+@pytest.mark.parametrize("read_ahead", [True, False])
+def test_carried_rows_stay_right_across_windows_and_epochs_of_a_stream(datasets, read_ahead):
+    """Rows carried over are views of their window's buffers, which later windows (and
+    the next epochs, in a stream) read into again: every row of several streamed epochs
+    of one-shard windows still holds its own sequence."""
+    from seqdata import BatchStream
+
+    ds = open_dataset(datasets["hdf5"])
+    flat = ds.read_all()
+    where = {int(i): k for k, i in enumerate(flat.ids)}
+    config = BatchConfig(batch_size=7, window_shards=1, seed=6, read_ahead=read_ahead)
+    size = ds.num_batches(config)
+    seen = 0
+    stream = iter(BatchStream(ds, config))
+    for _ in range(3 * size):
+        batch = next(stream)
+        for r in range(len(batch)):
+            x, y = flat.sequence(where[int(batch.ids[r])])
+            np.testing.assert_array_equal(batch.x[r, : len(x)], x)
+            np.testing.assert_array_equal(batch.y[r, : len(y)], y)
+        seen += len(batch)
+    stream.close()
+    assert seen == 3 * ds.num_sequences
+
+
 def test_an_epoch_abandoned_early_stops_its_reader(h5_dataset):
     import threading
 

@@ -65,6 +65,62 @@ def test_pad_and_take_copy_each_sequence_from_its_part(part_lengths, block, pad_
         np.testing.assert_array_equal(y, expected_row(int(taken.ids[r]), len(y), len(y))[1])
 
 
+@settings(max_examples=80, deadline=None)
+@given(old=part_lengths, new=part_lengths, block=st.sampled_from([1, 2, 5, 64]),
+       seed=st.integers(0, 2**16))
+def test_carried_rows_stay_views_of_this_windows_parts_and_pad_as_before(old, new, block,
+                                                                           seed):
+    """A window's left-over rows are carried as views of its own parts; rows that were
+    carried in already are copied (their buffers are reused); the next window's group
+    pads them as if they had been copied into one part."""
+    rng = np.random.default_rng(seed)
+    first = Group.of(make_parts(old))
+    rows = block_order(first.sizes, block, rng)[: int(rng.integers(1, len(first) + 1))]
+    carry = first.carried(rows)
+    np.testing.assert_array_equal(np.sort(carry.ids), np.sort(first.ids[rows]))
+    assert carry.sizes == (len(rows),)
+    for p in carry.parts:  # nothing copied: every part is one of the window's own
+        assert any(p is q for q in first.parts)
+    # The next window: the carry, then parts of its own, with ids after the old ones.
+    parts = make_parts(new)
+    shift = int(first.ids.max()) + 1 - 100
+    parts = [type(p)(p.x + shift * 1000, ((p.y + shift) % 3).astype(np.uint8), p.offsets,
+                     p.ids + shift) for p in parts]
+    group = Group.of([carry, *parts])
+    assert group.sizes == (len(carry), *[len(p) for p in parts])
+    order = block_order(group.sizes, block, rng)
+    batch = group.pad(order)
+    for r in range(len(batch)):
+        x, y = expected_row(int(batch.ids[r]), int(batch.lengths[r]), batch.x.shape[1])
+        np.testing.assert_array_equal(batch.x[r], x)
+        np.testing.assert_array_equal(batch.y[r], y)
+    # Carried again: rows of the first window's parts are copied, the rest stay views.
+    again = group.carried(order[: int(rng.integers(1, len(order) + 1))])
+    old_parts = [p for p in again.parts if any(p is q for q in first.parts)]
+    assert not old_parts
+    copied = [p for p in again.parts if not any(p is q for q in parts)]
+    for p in copied:
+        assert not any(np.shares_memory(p.x, q.x) for q in first.parts)
+    batch = again.pad(np.arange(len(again)))
+    for r in range(len(batch)):
+        x, _ = expected_row(int(batch.ids[r]), int(batch.lengths[r]), batch.x.shape[1])
+        np.testing.assert_array_equal(batch.x[r], x)
+
+
+def test_carried_rows_keep_the_order_a_copy_gave_them():
+    """The next window's shuffle sees the carry's rows in the order the copy made
+    before carries were views: runs in order, scattered rows by member and length."""
+    group = Group.of(make_parts([[3, 1, 2, 3, 1] * 8, [2, 2, 1] * 5]))
+    runs = np.arange(4, 30)
+    np.testing.assert_array_equal(group.carried(runs).ids, group.ids[runs])
+    scattered = np.random.default_rng(1).permutation(len(group))[:20]
+    ids = group.carried(scattered).ids
+    key = [(int(group.segment[r]), int(group.lengths[r])) for r in scattered]
+    expected = [int(group.ids[r]) for _, r in sorted(zip(key, scattered, strict=True),
+                                                     key=lambda t: t[0])]
+    np.testing.assert_array_equal(ids, expected)
+
+
 @settings(max_examples=60, deadline=None)
 @given(sizes=st.lists(st.integers(0, 200), min_size=1, max_size=5),
        block=st.integers(2, 70), seed=st.integers(0, 2**16))
