@@ -461,3 +461,92 @@ def test_a_length_column_that_disagrees_with_the_lists_is_refused(pq_copy):
         message = one_line_error(pq_copy, lambda: ds.read_shard(0))  # noqa: B023
         assert "length column is not the lengths" in message, message
         assert layout_of(ds, 0) == {}
+
+
+# -- Runs of timesteps ------------------------------------------------------------------
+
+def random_spans(info, rng, count):
+    """``count`` random runs of the shard's non-empty buckets, laid out one after the
+    other in the outputs (some empty, some a whole bucket)."""
+    buckets = [b for b, n in enumerate(info.bucket_sequences) if n]
+    rows, spans = 0, []
+    for k in range(count):
+        b = int(rng.choice(buckets))
+        total = int(info.bucket_timesteps[b])
+        start, stop = ((0, total) if k % 7 == 0 else
+                       sorted(int(v) for v in rng.integers(0, total + 1, 2)))
+        spans.append((b, start, stop, rows))
+        rows += stop - start
+    return np.array(spans, np.int64).reshape(-1, 4), rows
+
+
+def read_runs(ds, index, spans, rows):
+    x = np.full((rows, ds.num_features), np.nan, np.float32)
+    y = np.full(rows, 7, np.uint8)
+    assert ds.read_spans(index, spans, x, y)
+    return x, y
+
+
+@pytest.mark.parametrize("page_size", [None, 512])
+def test_runs_read_from_the_pages_are_hdf5s(pq_copy, built, page_size):
+    """Random runs (within a page, across pages, whole buckets), also of a file not read
+    before (its pages are mapped first), equal HDF5's runs."""
+    if page_size:
+        for k in range(2):
+            rewrite(shard_file(pq_copy, k), data_page_size=page_size)
+            reseal(pq_copy, shard_file(pq_copy, k))
+    pq_ds = open_dataset(pq_copy, check_hashes=False)
+    h5_ds = open_dataset(built / "hdf5")
+    rng = np.random.default_rng(11)
+    for index in range(len(pq_ds.shards)):
+        for _ in range(3):
+            spans, rows = random_spans(pq_ds.shards[index], rng, 25)
+            x, y = read_runs(pq_ds, index, spans, rows)
+            hx, hy = read_runs(h5_ds, index, spans, rows)
+            np.testing.assert_array_equal(x, hx)
+            np.testing.assert_array_equal(y, hy)
+        assert len(layout_of(pq_ds, index)) == sum(n > 0 for n in pq_ds.shards[index]
+                                                    .bucket_sequences)
+
+
+def test_runs_of_a_mapped_file_read_no_pyarrow(pq_copy, built, monkeypatch):
+    ds = open_dataset(pq_copy)
+    ds.check_unchecked()  # as the torch loader does before forking its workers
+    forbid_pyarrow(monkeypatch)
+    spans, rows = random_spans(ds.shards[1], np.random.default_rng(2), 10)
+    x, y = read_runs(ds, 1, spans, rows)
+    hx, hy = read_runs(open_dataset(built / "hdf5"), 1, spans, rows)
+    np.testing.assert_array_equal(x, hx)
+    np.testing.assert_array_equal(y, hy)
+    config = BatchConfig(batch_size=8)
+    share = list(ds.batches(config, select=lambda k: k % 3 == 1))
+    whole = list(open_dataset(built / "hdf5").batches(config))[1::3]
+    for a, b in zip(share, whole, strict=True):
+        np.testing.assert_array_equal(a.x, b.x)
+        np.testing.assert_array_equal(a.y, b.y)
+        np.testing.assert_array_equal(a.ids, b.ids)
+
+
+def test_runs_outside_a_bucket_are_one_line_errors(pq_copy):
+    ds = open_dataset(pq_copy)
+    info = ds.shards[0]
+    bucket = next(b for b, n in enumerate(info.bucket_sequences) if n)
+    total = int(info.bucket_timesteps[bucket])
+    x, y = np.empty((total + 5, ds.num_features), np.float32), np.empty(total + 5, np.uint8)
+    for span in ([bucket, 0, total + 5, 0], [bucket, 3, 2, 0], [bucket, -1, 2, 0],
+                 [len(ds.boundaries) + 3, 0, 1, 0]):
+        message = one_line_error(pq_copy, lambda s=span: ds.read_spans(0, np.array([s]), x, y))
+        assert "asked for" in message
+    assert ds.read_spans(0, np.array([[bucket, 0, total, 0]]), x, y)
+    np.testing.assert_array_equal(x[:total], ds.read_shard(0, [bucket])[0].x)
+
+
+def test_a_file_of_another_layout_reads_no_runs(pq_copy):
+    shard = shard_file(pq_copy)
+    rewrite(shard, data_page_version="2.0")
+    flip_v2_compressed(shard)
+    reseal(pq_copy, shard)
+    ds = open_dataset(pq_copy)
+    x, y = np.empty((10, ds.num_features), np.float32), np.empty(10, np.uint8)
+    bucket = next(b for b, n in enumerate(ds.shards[0].bucket_sequences) if n)
+    assert not ds.read_spans(0, np.array([[bucket, 0, 10, 0]]), x, y)

@@ -72,7 +72,7 @@ def _table(part: Sequences, bucket: int, schema: pa.Schema) -> pa.Table:
 
 class ParquetFormat:
     reads_whole = False  # values are read straight from the file's pages into the arrays
-    reads_spans = False  # runs of mapped pages (`read_page_spans`): not enabled yet
+    reads_spans = True  # a run of a bucket's timesteps is byte ranges of mapped pages
 
     def encode(self, out: MemoryFile, seqs: Sequences, runs: Sequence[BucketRun],
                chunk: int) -> None:
@@ -108,8 +108,6 @@ class ParquetFormat:
 
     def read_spans(self, path: Path, counts: BucketCounts, num_features: int,
                    spans: np.ndarray, x_out: np.ndarray, y_out: np.ndarray) -> bool:
-        if not self.reads_spans:
-            return False
         try:
             with open_regular(path) as handle:
                 key = layout_key(handle, path, counts, num_features)
