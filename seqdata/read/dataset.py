@@ -62,6 +62,12 @@ class Dataset:
         # reads of a share (`seqdata.store.decoded`; set in `seqdata.torch.loader`'s
         # workers): None, each share decodes the shards itself.
         self.decoded: DecodedShards | None = None
+        # A reader whose epoch ended, kept for the next epoch with its buffers (fresh
+        # memory costs a page fault per page, as much as reading into it).
+        self._idle: list[WindowReader] = []
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_idle": []}  # buffers and threads stay in this process
 
     def __repr__(self) -> str:
         return (f"Dataset({self.location!r}, format={self.format!r}, "
@@ -237,15 +243,28 @@ class Dataset:
         memory, say). A `WindowReader` passed as ``reader`` reads the windows (a stream
         of epochs passes one), and with ``then``, the config of the epoch it asks for
         next, reads that epoch's first window while this epoch's last is batched.
+        Without one, the dataset's own reader is used, and kept with its buffers for the
+        next epoch: its memory is then paid for once, not every epoch.
         """
         cfg = as_config(config, **options)
         if select is None or not (get_format(self.format).reads_spans
                                   or self.decoded is not None):
-            planned = self._plan(cfg, lambda i, buffers: self.read_shard(i, buffers=buffers),
-                                 reader, then)
-            for k, batch in enumerate(planned):
-                if k >= cfg.start and (select is None or select(k)):
-                    yield batch.pad(memory)
+            own = reader
+            if own is None:
+                try:
+                    own, then = self._idle.pop(), None
+                except IndexError:
+                    own, then = WindowReader(), None
+            try:
+                planned = self._plan(cfg, lambda i, buffers: self.read_shard(i, buffers=buffers),
+                                     own, then)
+                for k, batch in enumerate(planned):
+                    if k >= cfg.start and (select is None or select(k)):
+                        yield batch.pad(memory)
+            finally:
+                if reader is None:
+                    own.close()
+                    self._idle[:] = [own]
             return
         # A share: plan over locations, read only the selected batches' rows.
         locator = Locator(lambda i: self.read_shard(i, values=False), self.read_spans,

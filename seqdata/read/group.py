@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -97,16 +97,22 @@ class Group:
     def num_features(self) -> int:
         return self.parts[0].x.shape[1] if self.parts else 0
 
+    @cached_property
+    def _next(self) -> tuple[np.ndarray, np.ndarray]:
+        """(n - 1,) whether row r + 1 starts where row r ends, in r's part; and whether
+        it also has r's length."""
+        follows = (np.diff(self.part) == 0) & (self.starts[1:] == self.starts[:-1]
+                                                + self.lengths[:-1])
+        return follows, follows & (np.diff(self.lengths) == 0)
+
     def _spans(self, rows: np.ndarray, same_length: bool) -> tuple[list[int], list[int]]:
-        """Starts and stops (positions in ``rows``) of the maximal runs of rows that lie
-        one after the other in one part (one slice of its ``x``), and are of one length
-        if ``same_length``."""
+        """Starts and stops (positions in ``rows``) of the maximal runs of consecutive
+        rows that lie one after the other in one part (one slice of its ``x``), and are
+        of one length if ``same_length``."""
         if not len(rows):
             return [], []
-        part, starts, lengths = self.part[rows], self.starts[rows], self.lengths[rows]
-        split = (np.diff(part) != 0) | (starts[1:] != starts[:-1] + lengths[:-1])
-        if same_length:
-            split |= np.diff(lengths) != 0
+        follows = self._next[1 if same_length else 0]
+        split = (np.diff(rows) != 1) | ~follows[np.minimum(rows[:-1], len(follows) - 1)]
         cuts = np.flatnonzero(split) + 1
         return [0, *cuts.tolist()], [*cuts.tolist(), len(rows)]
 

@@ -183,6 +183,34 @@ def test_carried_rows_stay_right_across_windows_and_epochs_of_a_stream(datasets,
     assert seen == 3 * ds.num_sequences
 
 
+def test_later_epochs_read_into_the_first_epochs_buffers(datasets, monkeypatch):
+    """Fresh memory costs a page fault per page: a dataset keeps its reader's buffers
+    from one epoch to the next, and still pickles (a loader's spawned workers)."""
+    import pickle
+
+    from seqdata.store.buffers import ReadBuffers
+
+    ds = open_dataset(datasets["hdf5"])
+    used: set[int] = set()
+    get = ReadBuffers.get
+
+    def recording(self, size):
+        buffer = get(self, size)
+        used.add(id(buffer.base))  # the whole allocation the buffer is a slice of
+        return buffer
+    monkeypatch.setattr(ReadBuffers, "get", recording)
+    for read_ahead in (True, False):
+        used.clear()
+        list(ds.batches(batch_size=8, window_shards=1, read_ahead=read_ahead))
+        first = set(used)
+        list(ds.batches(batch_size=8, window_shards=1, epoch=1, read_ahead=read_ahead))
+        # A buffer is made again only where a set meets a larger shard than it held.
+        assert len(first) >= 3 and len(used - first) <= 1
+    clone = pickle.loads(pickle.dumps(ds))
+    assert [b.ids.tolist() for b in clone.batches(batch_size=8)] == \
+        [b.ids.tolist() for b in ds.batches(batch_size=8)]
+
+
 def test_an_epoch_abandoned_early_stops_its_reader(h5_dataset):
     import threading
 
