@@ -126,6 +126,7 @@ def test_page_reads_give_the_arrays_pyarrow_and_hdf5_give(built):
         assert_same(pq_ds.read_shard(i, picked), h5_ds.read_shard(i, picked))
         assert_same(pq_ds.read_shard(i, values=False), h5_ds.read_shard(i, values=False),
                     values=False)
+        assert pq_ds.read_shard(i, []) == pq_ds.read_shard(i, [], values=False) == []
     config = BatchConfig(batch_size=16)
     for a, b in zip(pq_ds.batches(config), h5_ds.batches(config), strict=True):
         np.testing.assert_array_equal(a.x, b.x)
@@ -393,6 +394,8 @@ def test_level_sections_must_lie_inside_their_page(tmp_path):
     b"\x15" + bytes([0xFF] * 11),  # a varint of 11 bytes
     b"\x15\xfe\xff\xff\xff\x1f",  # an i32 beyond 32 bits
     b"\x1d\x00",  # Thrift type 13
+    b"\x1b" + bytes([0xFF] * 9) + b"\x01\x11",  # a map of 2**63 booleans
+    b"\x19\xf1" + bytes([0xFF] * 4) + b"\x0f",  # a list of 2**32 booleans
 ])
 def test_malformed_headers_are_page_errors_without_hang_or_allocation(tmp_path, buf):
     path = tmp_path / "header.bin"

@@ -30,7 +30,7 @@ DATA_PAGE, INDEX_PAGE, DICTIONARY_PAGE, DATA_PAGE_V2 = 0, 1, 2, 3
 PLAIN, RLE = 0, 3
 
 FIRST_READ = 256  # bytes read for a page header; more if it is longer
-MAX_HEADER = 1 << 20  # no header of a numeric column is anywhere near this
+MAX_HEADER = 1 << 16  # a numeric column's header (statistics included) is < 1 KiB
 MAX_DEPTH = 16  # nesting of Thrift structs and lists skipped in a header
 
 
@@ -99,21 +99,25 @@ class _Compact:
             if size == 15:
                 size = self.varint()
             for _ in range(size):  # every element takes a byte or more: bounded by buf
-                if element in (_TRUE, _FALSE):
-                    self.skip_bytes(1)
-                else:
-                    self.skip(element, depth + 1)
+                self.element(element, depth + 1)
         elif kind == _MAP:
             size = self.varint()
             if size:
                 types = self.byte()
                 for _ in range(size):
-                    self.skip(types >> 4, depth + 1)
-                    self.skip(types & 0x0F, depth + 1)
+                    self.element(types >> 4, depth + 1)
+                    self.element(types & 0x0F, depth + 1)
         elif kind == _STRUCT:
             self.struct(depth + 1, frozenset())
         else:
             raise PageError(f"Thrift type {kind}")
+
+    def element(self, kind: int, depth: int) -> None:
+        """Skip one element of a list or map: a boolean there is a byte of its own."""
+        if kind in (_TRUE, _FALSE):
+            self.skip_bytes(1)
+        else:
+            self.skip(kind, depth)
 
     def struct(self, depth: int, keep: frozenset[int]) -> dict[int, int | bool | dict]:
         """A struct's integer and boolean fields by id, and its fields in ``keep`` (structs)

@@ -159,7 +159,7 @@ def read_pages(fd: int, path: Path, layout: dict[int, BucketPages], buckets: lis
         sizes += [8 * (pages.count + 1)] + ([pages.timesteps] if values else [])
     padded = [-(-size // ALIGN) * ALIGN for size in sizes]  # every array 64-byte aligned
     buf = np.empty(sum(padded), np.uint8) if buffers is None else buffers.get(sum(padded))
-    firsts = np.cumsum([0, *padded[:-1]]).tolist()
+    firsts = (np.cumsum(padded, dtype=np.int64) - padded).tolist()
     regions = iter([buf[a:a + size] for a, size in zip(firsts, sizes, strict=True)])
     pieces: list[tuple[int, memoryview]] = []
     arrays = {}
