@@ -194,8 +194,10 @@ class Group:
             part, starts = part.copy(), starts.copy()
             part[old], starts[old] = len(parts), at
             parts.append(copy)
-        used, part = np.unique(part, return_inverse=True)
-        return Group(tuple(parts[i] for i in used.tolist()), part.astype(np.int32), starts,
+        used = np.flatnonzero(np.bincount(part, minlength=len(parts)))
+        renumber = np.zeros(len(parts), np.int32)
+        renumber[used] = np.arange(len(used), dtype=np.int32)
+        return Group(tuple(parts[i] for i in used.tolist()), renumber[part], starts,
                      self.lengths[rows], self.ids[rows], np.zeros(len(rows), np.int32),
                      (len(rows),), (True,) * len(used))
 
