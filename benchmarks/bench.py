@@ -256,10 +256,9 @@ def bench_torch(scratch: Path, repeat: int) -> list[dict]:
 
     Each figure is the best of ``repeat`` rounds (cases interleaved) of 2 epochs back to
     back after an untimed one. Workers each plan the whole epoch from lengths and ids
-    (the "plan" row) and read only their own batches' rows (HDF5: byte ranges of the
-    shards; Parquet: of the shards decoded once into shared memory, in the untimed
-    epoch), padded straight into shared memory that the main process maps. Shards are
-    checked (SHA-256) before, as in every epoch after the first.
+    (the "plan" row) and read only their own batches' rows (byte ranges of the HDF5
+    shards and of the Parquet pages), padded straight into shared memory that the main
+    process maps. Shards are checked (SHA-256) before, as in every epoch after the first.
     """
     try:
         import torch

@@ -37,13 +37,10 @@ import itertools
 import mmap
 import multiprocessing
 import os
-import shutil
-import tempfile
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -55,8 +52,6 @@ from seqdata.read.batching import check_budget
 from seqdata.read.config import BatchConfig, as_config
 from seqdata.read.dataset import Dataset, open_dataset
 from seqdata.read.prefetch import prefetch
-from seqdata.store.decoded import DecodedShards
-from seqdata.store.formats import get_format
 
 if TYPE_CHECKING:
     import torch
@@ -124,8 +119,8 @@ class BatchDatasetBase:
     so the loader's in-order, round-robin fetching yields exactly the batches of
     ``Dataset.batches`` with the same config, in the same order. Each worker plans the
     whole epoch (every batch depends on the shuffle of whole windows) from lengths and
-    ids, and reads only its own batches' rows (`seqdata.read.located`: HDF5 shards, and
-    Parquet shards once `loader` has decoded them into shared memory).
+    ids, and reads only its own batches' rows (`seqdata.read.located`: byte ranges of
+    the shards).
 
     Position: ``epoch`` and ``start`` say where the next pass begins. A pass moves
     ``start`` past every batch it yields and, when it completes, moves on to the next
@@ -359,9 +354,6 @@ _RING_LIMIT = 1 << 30  # a ring's size at most; a larger batch goes through the 
 # _PREFETCH_MOST. Both workers plan each window at the same moment (10-30 ms here), and
 # torch's default of 2 leaves the main process waiting at every window.
 _PREFETCH_BYTES, _PREFETCH_MOST = 64 << 20, 8
-_SHARED_MEMORY = "/dev/shm"  # where `loader` workers decode Parquet shards once
-# Main process: each Dataset's directory of decoded shards (`_decoded_directory`).
-_DECODED: weakref.WeakKeyDictionary[Dataset, Path] = weakref.WeakKeyDictionary()
 _RINGS: dict[int, list[_Ring]] = {}  # main process: the rings of each loader iterator
 _TOKENS = itertools.count()
 
@@ -552,49 +544,12 @@ def _forks(loader: DataLoader) -> bool:
     return (context or multiprocessing).get_start_method() == "fork"
 
 
-def _decoded_directory(dataset: Dataset) -> Path | None:
-    """The directory in shared memory where `loader` workers decode each shard of a
-    Parquet ``dataset`` once (`seqdata.store.decoded`), made on first use and removed
-    with the `Dataset` (or at exit). None where the format reads byte ranges itself
-    (HDF5), where there is no shared memory (``/dev/shm``), or where the decoded dataset
-    would take more than 1/4 of the memory available or 1/2 of the free shared memory."""
-    if get_format(dataset.format).reads_spans:
-        return None
-    directory = _DECODED.get(dataset)
-    if directory is not None and directory.is_dir():
-        return directory
-    size = dataset.num_timesteps * (4 * dataset.num_features + 1)
-    try:
-        free = shutil.disk_usage(_SHARED_MEMORY).free
-    except OSError:
-        return None
-    available = _memory_available()
-    if 2 * size > free or (available is not None and 4 * size > available):
-        return None
-    directory = Path(tempfile.mkdtemp(prefix="seqdata-decoded-", dir=_SHARED_MEMORY))
-    _DECODED[dataset] = directory
-    weakref.finalize(dataset, shutil.rmtree, directory, True)
-    return directory
-
-
-def _memory_available() -> int | None:
-    """Bytes of memory available (Linux's MemAvailable), None where unknown."""
-    try:
-        lines = Path("/proc/meminfo").read_text().splitlines()
-    except OSError:
-        return None
-    return next((int(line.split()[1]) * 1024 for line in lines
-                 if line.startswith("MemAvailable:")), None)
-
-
 class _WorkerInit:
     """``worker_init_fn`` of `loader`: its workers hand out `_Shared` or `_Packed`
-    batches, not tensors, and decode shards into ``decoded``, if any; then the caller's
-    own ``worker_init_fn``, if any."""
+    batches, not tensors; then the caller's own ``worker_init_fn``, if any."""
 
-    def __init__(self, then: Callable[[int], None] | None, persistent: bool,
-                 decoded: Path | None) -> None:
-        self.then, self.persistent, self.decoded = then, persistent, decoded
+    def __init__(self, then: Callable[[int], None] | None, persistent: bool) -> None:
+        self.then, self.persistent = then, persistent
 
     def __call__(self, worker_id: int) -> None:
         from torch.utils.data import get_worker_info
@@ -602,8 +557,6 @@ class _WorkerInit:
         info = get_worker_info()
         data = info.dataset
         data._packed, data._prepare = True, self.persistent
-        if self.decoded is not None:
-            data.dataset.decoded = DecodedShards(self.decoded)
         if data.dataset.format == "parquet":  # pyarrow decodes on threads: share the cores
             import pyarrow
 
@@ -697,8 +650,7 @@ def _loader_class() -> type:
 
 
 def loader(dataset: BatchDatasetBase, *, num_workers: int = 0, pin_memory: bool = False,
-           persistent_workers: bool = False, decode_once: bool = True,
-           **options: Any) -> DataLoader:
+           persistent_workers: bool = False, **options: Any) -> DataLoader:
     """A ``DataLoader`` over ``dataset``'s batches (``batch_size=None``): a pass is the rest
     of the dataset's epoch, in `Dataset.batches`' order, split between ``num_workers``.
 
@@ -715,15 +667,12 @@ def loader(dataset: BatchDatasetBase, *, num_workers: int = 0, pin_memory: bool 
     ones through the loader's pipe. Each prepares up to ``prefetch_factor`` batches
     ahead: by default as many as 64 MiB of the largest batch hold, 2 to 8 (torch's 2
     leaves the main process waiting whenever the workers plan a window). Parquet
-    workers decode on ``cpu_count // num_workers`` pyarrow threads.
+    workers decode (a shard's first read, or a file of another writer's layout) on
+    ``cpu_count // num_workers`` pyarrow threads.
 
     Each worker plans the whole epoch from lengths and ids, and reads only its own
-    batches' rows (`seqdata.read.located`): byte ranges of the HDF5 shards; of Parquet
-    shards, byte ranges of each shard decoded once (by whichever worker needs it first)
-    into shared memory that lives as long as the dataset (``decode_once``; only where the
-    decoded dataset takes at most 1/4 of the memory available; see
-    `_decoded_directory`). Otherwise every Parquet worker decodes every shard, every
-    epoch.
+    batches' rows (`seqdata.read.located`): byte ranges of the shards (of HDF5 datasets,
+    of Parquet pages).
 
     With ``persistent_workers`` the workers start once: from one complete pass they go
     on to the next epoch, and start reading it as soon as their share of the pass is
@@ -737,7 +686,6 @@ def loader(dataset: BatchDatasetBase, *, num_workers: int = 0, pin_memory: bool 
     check_int("num_workers", num_workers, 0)
     check_bool("pin_memory", pin_memory)
     check_bool("persistent_workers", persistent_workers)
-    check_bool("decode_once", decode_once)
     for name in ("batch_size", "shuffle", "sampler", "batch_sampler", "collate_fn",
                  "drop_last"):
         if name in options:
@@ -750,8 +698,7 @@ def loader(dataset: BatchDatasetBase, *, num_workers: int = 0, pin_memory: bool 
     if num_workers and options.get("prefetch_factor") is None:
         largest = _largest_batch(dataset)
         options["prefetch_factor"] = min(max(_PREFETCH_BYTES // largest, 2), _PREFETCH_MOST)
-    decoded = _decoded_directory(dataset.dataset) if num_workers and decode_once else None
-    init = _WorkerInit(options.pop("worker_init_fn", None), persistent_workers, decoded)
+    init = _WorkerInit(options.pop("worker_init_fn", None), persistent_workers)
     return _loader_class()(dataset, batch_size=None, num_workers=num_workers,
                            pin_memory=pin_memory and _can_pin(),
                            persistent_workers=persistent_workers, worker_init_fn=init,

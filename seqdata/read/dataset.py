@@ -30,7 +30,6 @@ from seqdata.read.located import Locator
 from seqdata.sequences import Sequences
 from seqdata.spec import LagSumSpec
 from seqdata.store.buffers import ReadBuffers
-from seqdata.store.decoded import DecodedShards
 from seqdata.store.formats import get_format
 from seqdata.store.manifest import Manifest, ShardInfo, read_manifest
 from seqdata.store.remote import FETCH_AHEAD, RemoteShards, is_url, open_remote
@@ -58,10 +57,6 @@ class Dataset:
         self.remote = remote
         # shard -> its file's key when its bytes and content were last checked
         self._checked: dict[int, tuple[int, int, int, int]] = {}
-        # Where shards of a format without span reads are decoded once, for the span
-        # reads of a share (`seqdata.store.decoded`; set in `seqdata.torch.loader`'s
-        # workers): None, each share decodes the shards itself.
-        self.decoded: DecodedShards | None = None
         # A reader whose epoch ended, kept for the next epoch with its buffers (fresh
         # memory costs a page fault per page, as much as reading into it).
         self._idle: list[WindowReader] = []
@@ -144,21 +139,14 @@ class Dataset:
                           buffers=buffers)
 
     def read_spans(self, index: int, spans: np.ndarray, x_out: np.ndarray,
-                   y_out: np.ndarray, wait: bool = True) -> bool | None:
+                   y_out: np.ndarray) -> bool:
         """Copy runs of timesteps of shard ``index`` straight from its file into ``x_out``
         / ``y_out``: run i is timesteps ``spans[i, 1]:spans[i, 2]`` of bucket ``spans[i,
-        0]``, written from row ``spans[i, 3]``. False, having read nothing, if the shard
-        reads whole buckets only (Parquet) and no ``decoded`` directory holds it decoded;
-        None, without ``wait``, if another process is decoding it there. The shard is
-        checked as `read_shard` does."""
+        0]``, written from row ``spans[i, 3]``. False, having read nothing, if the file
+        reads whole buckets only (a shard rewritten by another tool: HDF5 chunked,
+        Parquet of another page layout). The shard is checked as `read_shard` does."""
         self._recheck(index)
-        if read_spans(self.root, self.manifest, index, spans, x_out, y_out):
-            return True
-        if self.decoded is None:
-            return False
-        return self.decoded.read_spans(index, self.shards[index].bucket_timesteps,
-                                       self.num_features, lambda: self.read_shard(index),
-                                       spans, x_out, y_out, wait)
+        return read_spans(self.root, self.manifest, index, spans, x_out, y_out)
 
     def _recheck(self, index: int, buffers: ReadBuffers | None = None,
                  force: bool = False) -> list[Sequences] | None:
@@ -235,10 +223,10 @@ class Dataset:
         For convenience a mode and options work too: ``batches("padded", batch_size=8)``
         is ``batches(BatchConfig("padded", batch_size=8))``. With ``select``, only batches
         ``k`` (index in the epoch) with ``select(k)`` true are yielded (a loader worker's
-        share). Where the format reads parts of buckets (HDF5), or ``decoded`` holds the
-        shards decoded once, the epoch is then planned from lengths and ids alone and
-        only the selected batches' rows are read (`seqdata.read.located`); otherwise
-        every shard is read and only the selected batches are padded. Each batch is
+        share). Where the format reads parts of buckets (both formats do), the epoch is
+        then planned from lengths and ids alone and only the selected batches' rows are
+        read (`seqdata.read.located`); otherwise every shard is read and only the
+        selected batches are padded. Each batch is
         padded into arrays from ``memory`` (default: new ones; a loader's shared
         memory, say). A `WindowReader` passed as ``reader`` reads the windows (a stream
         of epochs passes one), and with ``then``, the config of the epoch it asks for
@@ -247,8 +235,7 @@ class Dataset:
         next epoch: its memory is then paid for once, not every epoch.
         """
         cfg = as_config(config, **options)
-        if select is None or not (get_format(self.format).reads_spans
-                                  or self.decoded is not None):
+        if select is None or not get_format(self.format).reads_spans:
             own = reader
             if own is None:
                 try:

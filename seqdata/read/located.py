@@ -5,14 +5,12 @@ rows share a batch depends on the shuffle of whole windows and on the rows carri
 from earlier ones. Planning needs lengths only. `Locator` feeds the planner lengths-only
 parts whose ids are each row's *location* (shard, row in the shard): the planner moves
 ids around but never decides anything by them, so the plan is exactly that of
-`Dataset.batches`. A selected batch then reads its own rows' values and nothing else:
-HDF5 as byte ranges of the file (rows that are neighbours in a shard and in the batch
-are one range: a few dozen reads a batch), so that W workers together read the epoch's
-bytes about once instead of W times. Formats without such reads (Parquet: values and
-list levels interleave in its pages) read the same byte ranges of each shard decoded
-once into shared memory by whichever worker first needed it (`seqdata.store.decoded`);
-without that, a shard is decoded whole when a batch first needs it and kept while
-later batches are likely to need it again.
+`Dataset.batches`. A selected batch then reads its own rows' values and nothing else,
+as byte ranges of the files (HDF5 datasets, Parquet pages; rows that are neighbours in a
+shard and in the batch are one range: a few dozen reads a batch), so that W workers
+together read the epoch's bytes about once instead of W times. A file without such
+reads (rewritten by another tool: HDF5 chunked, Parquet of another page layout) is read
+whole when a batch first needs it and kept while later batches are likely to need it.
 """
 
 from __future__ import annotations
@@ -33,9 +31,8 @@ ROW_MASK = (1 << SHARD_SHIFT) - 1
 
 # shard -> its buckets, lengths only (real ids)
 MetaReader = Callable[[int], list[Sequences]]
-# (shard, spans, x_out, y_out, wait) -> whether the spans were read, None if not without
-# waiting (`Dataset.read_spans`)
-SpanReader = Callable[[int, np.ndarray, np.ndarray, np.ndarray, bool], bool | None]
+# (shard, spans, x_out, y_out) -> whether the spans were read (`Dataset.read_spans`)
+SpanReader = Callable[[int, np.ndarray, np.ndarray, np.ndarray], bool]
 # shard -> its buckets with their values
 ValueReader = Callable[[int], list[Sequences]]
 
@@ -121,21 +118,13 @@ class Locator:
         spans = np.stack((bucket_of[first], starts[first], starts[last] + lengths[last],
                           offsets[first]), axis=1)
         run_shard = shard_of[first]
-        # First the shards no other process is decoding (`seqdata.store.decoded`), then
-        # the rest, waiting: two workers never wait on each other in turn.
-        for wait in (False, True):
-            busy = []
-            for shard in shards:
-                mine = spans[run_shard == shard]
-                read = self._read_spans(shard, mine, x, y, wait)
-                if read is None:
-                    busy.append(shard)
-                elif not read:
-                    values = self._values_of(shard)
-                    for bucket, start, stop, out in mine.tolist():
-                        x[out:out + stop - start] = values[bucket].x[start:stop]
-                        y[out:out + stop - start] = values[bucket].y[start:stop]
-            shards = busy
+        for shard in shards:
+            mine = spans[run_shard == shard]
+            if not self._read_spans(shard, mine, x, y):
+                values = self._values_of(shard)
+                for bucket, start, stop, out in mine.tolist():
+                    x[out:out + stop - start] = values[bucket].x[start:stop]
+                    y[out:out + stop - start] = values[bucket].y[start:stop]
         rows = Sequences(x, y, offsets, ids)
         return Group.of([rows]).pad(np.arange(n), planned.pad_to, planned.size, memory)
 

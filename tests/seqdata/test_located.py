@@ -3,17 +3,14 @@ from just its own rows (`seqdata.read.located`), equal to the full epoch's batch
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 
 import numpy as np
 import pytest
 
-import seqdata.read.dataset
 from seqdata import BatchConfig, ShardError, open_dataset
 from seqdata.read.located import SHARD_SHIFT, Locator
-from seqdata.store.decoded import DecodedShards
 from tests.helpers import repack_chunked
 
 CONFIGS = {
@@ -50,10 +47,11 @@ def test_each_share_holds_exactly_its_batches_of_the_epoch(datasets, fmt, case):
             assert_same(share, full[k::workers])
 
 
-def test_an_hdf5_share_reads_only_its_own_rows(datasets, monkeypatch):
+@pytest.mark.parametrize("fmt", ["hdf5", "parquet"])
+def test_a_share_reads_only_its_own_rows(datasets, monkeypatch, fmt):
     """No whole shard is read: lengths and ids, then exactly the timesteps of the
-    selected batches, each once."""
-    ds = open_dataset(datasets["hdf5"])
+    selected batches, each once (HDF5 datasets and Parquet pages alike)."""
+    ds = open_dataset(datasets[fmt])
     ds.check_unchecked()
     config = CONFIGS["bucketed budget"]
     whole_reads, read_steps = [], []
@@ -64,9 +62,10 @@ def test_an_hdf5_share_reads_only_its_own_rows(datasets, monkeypatch):
             whole_reads.append(index)
         return read_shard(index, buckets, values, buffers)
 
-    def counting_spans(index, spans, x_out, y_out, wait=True):
+    def counting_spans(index, spans, x_out, y_out):
         read_steps.append(int((spans[:, 2] - spans[:, 1]).sum()))
-        return read_spans(index, spans, x_out, y_out, wait)
+        assert read_spans(index, spans, x_out, y_out)
+        return True
 
     monkeypatch.setattr(ds, "read_shard", counting_shard)
     monkeypatch.setattr(ds, "read_spans", counting_spans)
@@ -128,63 +127,3 @@ def test_a_span_outside_its_bucket_is_a_shard_error(h5_dataset):
     assert h5_dataset.read_spans(0, np.array([[bucket, 0, total, 0]]), x, y)
     whole = h5_dataset.read_shard(0, [bucket])[0]
     np.testing.assert_array_equal(x[:total], whole.x)
-
-
-def test_parquet_shares_read_whole_shards(pq_dataset, monkeypatch):
-    """Parquet pages interleave values and list levels: a share decodes shards whole
-    (through the usual window reads), never asks for spans."""
-    monkeypatch.setattr(seqdata.read.dataset.Dataset, "read_spans",
-                        lambda *a: pytest.fail("span read on Parquet"))
-    config = CONFIGS["bucketed count"]
-    assert_same(list(pq_dataset.batches(config, select=lambda i: i % 3 == 2)),
-                list(pq_dataset.batches(config))[2::3])
-
-
-def test_parquet_shares_read_shards_decoded_once(datasets, tmp_path, monkeypatch):
-    """With a `DecodedShards` directory, a Parquet share reads byte ranges of each shard
-    decoded once, by whichever process needed it first; the next process decodes none."""
-    first, second = (open_dataset(datasets["parquet"]) for _ in range(2))
-    for ds in (first, second):
-        ds.decoded = DecodedShards(tmp_path)
-    config = CONFIGS["bucketed budget"]
-    full = list(open_dataset(datasets["parquet"]).batches(config))
-    assert_same(list(first.batches(config, select=lambda i: True)), full)
-    assert sorted(p.name for p in tmp_path.glob("*.raw")) == [
-        f"shard-{i:06d}.raw" for i in range(len(first.shards))]
-    second.check_unchecked()  # (hashes each shard: a read of its own)
-    read_shard = second.read_shard
-
-    def lengths_only(index, buckets=None, values=True, buffers=None):
-        assert not values, f"shard {index} decoded again"
-        return read_shard(index, buckets, values, buffers)
-
-    monkeypatch.setattr(second, "read_shard", lengths_only)
-    assert_same(list(second.batches(config, select=lambda i: i % 2 == 1)), full[1::2])
-
-
-def test_a_shard_being_decoded_elsewhere_is_waited_for_or_skipped(pq_dataset, tmp_path):
-    decoded = DecodedShards(tmp_path)
-    bucket = next(b for b, n in enumerate(pq_dataset.shards[0].bucket_sequences) if n)
-    total = int(pq_dataset.shards[0].bucket_timesteps[bucket])
-    x = np.empty((total, pq_dataset.num_features), np.float32)
-    y = np.empty(total, np.uint8)
-    spans = np.array([[bucket, 0, total, 0]])
-    args = (0, pq_dataset.shards[0].bucket_timesteps, pq_dataset.num_features,
-            lambda: pq_dataset.read_shard(0), spans, x, y)
-    lock = os.open(tmp_path / "shard-000000.lock", os.O_RDWR | os.O_CREAT)
-    fcntl.flock(lock, fcntl.LOCK_EX)  # another process decoding shard 0
-    assert decoded.read_spans(*args, wait=False) is None
-    os.close(lock)
-    assert decoded.read_spans(*args, wait=False) is True
-    whole = pq_dataset.read_shard(0, [bucket])[0]
-    np.testing.assert_array_equal(x, whole.x)
-    np.testing.assert_array_equal(y, whole.y)
-    assert not list(tmp_path.glob("*.tmp"))
-
-
-def test_without_the_decoded_directory_a_share_decodes_for_itself(datasets, tmp_path):
-    ds = open_dataset(datasets["parquet"])
-    ds.decoded = DecodedShards(tmp_path / "gone")  # removed (or full): cannot be made
-    config = CONFIGS["padded"]
-    assert_same(list(ds.batches(config, select=lambda i: i % 2 == 0)),
-                list(open_dataset(datasets["parquet"]).batches(config))[::2])

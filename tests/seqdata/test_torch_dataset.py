@@ -3,13 +3,11 @@ in `Dataset.batches`' order, exact resume, and `pad_collate` for rows of variabl
 
 from __future__ import annotations
 
-import gc
 import itertools
 import os
 import pickle
 import shutil
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -394,34 +392,23 @@ def test_workers_pad_straight_into_their_ring(datasets, fmt, monkeypatch):
         del st._RINGS[token]
 
 
-def test_parquet_workers_decode_each_shard_once_into_shared_memory(datasets):
+def test_parquet_workers_read_their_rows_from_the_pages_without_decoding(datasets,
+                                                                         monkeypatch):
+    """`loader` checks (and so decodes and maps) every shard before its workers start;
+    forked workers then read their own rows from the Parquet pages, decoding nothing."""
+    import pyarrow.parquet as pq
+
     ds = open_dataset(datasets["parquet"])
     config = CONFIGS["bucketed budget"]
-    expected = list(ds.batches(config))
-    data = BatchDataset(ds, config)
-    for _ in range(2):  # two epochs, new workers each: the shards stay decoded
-        assert_same_batches(list(loader(data, num_workers=2)), list(ds.batches(
-            config, epoch=data.epoch - 1)))
-    directory = st._DECODED[ds]
-    assert directory.parent == Path(st._SHARED_MEMORY)
-    assert len(list(directory.glob("*.raw"))) == len(ds.shards)
-    assert_same_batches(list(loader(BatchDataset(ds, config), num_workers=2)), expected)
-    assert st._DECODED[ds] == directory  # one directory for the dataset's lifetime
-    del ds, data
-    gc.collect()
-    assert not directory.exists()
+    expected = list(open_dataset(datasets["parquet"]).batches(config))
+    ds.check_unchecked()
 
-
-def test_shards_are_decoded_once_only_where_it_pays_and_fits(datasets, monkeypatch):
-    h5, pq = open_dataset(datasets["hdf5"]), open_dataset(datasets["parquet"])
-    assert st._decoded_directory(h5) is None  # HDF5 reads byte ranges itself
-    list(loader(BatchDataset(pq, "padded"), num_workers=1, decode_once=False))
-    assert pq not in st._DECODED
-    monkeypatch.setattr(st, "_memory_available", lambda: 3 * pq.num_timesteps * 21)
-    assert st._decoded_directory(pq) is None  # more than 1/4 of the memory available
-    monkeypatch.setattr(st, "_SHARED_MEMORY", "/nonexistent")
-    monkeypatch.setattr(st, "_memory_available", lambda: None)
-    assert st._decoded_directory(pq) is None
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a worker decoded a shard")
+    monkeypatch.setattr(pq, "read_table", no_decoding)
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", no_decoding)
+    assert_same_batches(list(loader(BatchDataset(ds, config), num_workers=2,
+                                    multiprocessing_context="fork")), expected)
 
 
 def test_a_pass_made_ahead_is_used_only_where_it_fits(h5_dataset):
