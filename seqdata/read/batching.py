@@ -206,8 +206,9 @@ class WindowReader:
     Reads take turns over three sets of buffers, kept from epoch to epoch (fresh memory
     costs a page fault per page): while window w is batched, w + 1 is read, and the rows
     window w - 1 carried over are still views of its set; so a set is recycled when the
-    read three windows later starts. Reads run one at a time, in the order they were
-    asked for. One reader serves one stream of epochs at a time; `close` ends its thread.
+    read three windows later starts. Without reading ahead, two sets take turns. Reads
+    run one at a time, in the order they were asked for. One reader serves one stream of
+    epochs at a time; `close` ends its thread.
     """
 
     def __init__(self) -> None:
@@ -216,10 +217,10 @@ class WindowReader:
         self._thread: ThreadPoolExecutor | None = None
         self._ahead: tuple[tuple[int, ...], Future] | None = None
 
-    def _load(self, shards: np.ndarray, load: ShardLoader) -> Callable[[], list]:
-        """The read of one window, into the next set of buffers."""
-        buffers = self._buffers[self._turn]
-        self._turn = (self._turn + 1) % len(self._buffers)
+    def _load(self, shards: np.ndarray, load: ShardLoader, sets: int) -> Callable[[], list]:
+        """The read of one window, into the next of the first ``sets`` sets of buffers."""
+        buffers = self._buffers[self._turn % sets]
+        self._turn = (self._turn % sets) + 1
 
         def read() -> list[list[Sequences]]:
             buffers.recycle()  # its window and the window after it are batched by now
@@ -229,7 +230,7 @@ class WindowReader:
     def _submit(self, shards: np.ndarray, load: ShardLoader) -> Future:
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="seqdata-read-ahead")
-        return self._thread.submit(self._load(shards, load))
+        return self._thread.submit(self._load(shards, load, 3))
 
     def read(self, windows: list[np.ndarray], load: ShardLoader, after: np.ndarray | None,
              ahead: bool = True, close: bool = False) -> Iterator[list[list[Sequences]]]:
@@ -243,7 +244,7 @@ class WindowReader:
                 if pending is not None:  # its read must not overlap the reads below
                     wait([pending[1]])
                 for shards in windows:
-                    yield self._load(shards, load)()
+                    yield self._load(shards, load, 2)()
                 return
             if pending is not None and pending[0] == first:
                 future = pending[1]

@@ -63,7 +63,7 @@ def read_shard(root: Path, manifest: Manifest, index: int, buckets: Sequence[int
         check_shard_bytes(path, info, data)
     wanted = list(range(len(manifest.boundaries))) if buckets is None else list(buckets)
     parts = fmt.read_buckets(path, wanted, _counts(info), manifest.spec.num_features, values,
-                             data if fmt.reads_whole else None, buffers)
+                             data, buffers)
     for b, part in zip(wanted, parts, strict=True):
         if len(part) != info.bucket_sequences[b] or \
                 part.num_timesteps != info.bucket_timesteps[b]:

@@ -205,7 +205,7 @@ def test_later_epochs_read_into_the_first_epochs_buffers(datasets, monkeypatch):
         first = set(used)
         list(ds.batches(batch_size=8, window_shards=1, epoch=1, read_ahead=read_ahead))
         # A buffer is made again only where a set meets a larger shard than it held.
-        assert len(first) >= 3 and len(used - first) <= 1
+        assert len(first) >= 2 and len(used - first) <= 1
     clone = pickle.loads(pickle.dumps(ds))
     assert [b.ids.tolist() for b in clone.batches(batch_size=8)] == \
         [b.ids.tolist() for b in ds.batches(batch_size=8)]

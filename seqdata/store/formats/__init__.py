@@ -51,9 +51,10 @@ class ShardFormat(Protocol):
         allocate more than the manifest says the shard holds; anything our writer does not
         make (links, external or virtual storage, compression) is refused.
         With ``values=False``, only ids and offsets are read: see `lengths_only`.
-        ``data``, if given, holds the whole file's bytes, already read: formats that
-        ``reads_whole`` return views of it, others read the file themselves, into
-        ``buffers`` if given (the result is then valid until they are recycled).
+        ``data``, if given, holds the whole file's bytes, already read (to check its
+        hash): formats that ``reads_whole`` return views of it, others may decode from
+        it or read the file themselves, into ``buffers`` if given (the result is then
+        valid until they are recycled).
 
         Raises ShardError naming ``path`` when the file does not hold what is expected.
         """

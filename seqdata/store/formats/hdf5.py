@@ -142,16 +142,15 @@ def _layout(path: Path, counts: BucketCounts, num_features: int) -> Layout | Non
             for bucket in present:
                 fields = _checked_fields(f, bucket, path, counts[bucket], num_features)
                 extents = {}
-                for field, ds in fields.items():
-                    plist = ds.id.get_create_plist()
+                for field, (ds, plist) in fields.items():
                     if plist.get_layout() in (h5py.h5d.CHUNKED, h5py.h5d.COMPACT):
                         layout = None
                         break
-                    offset = ds.id.get_offset() if ds.size else 0
+                    offset = ds.get_offset() if np.prod(ds.shape) else 0
                     if offset is None:  # contiguous but never written
                         raise ShardError(f"shard {path} {group_name(bucket)}/{field} has no "
                                          f"data stored")
-                    if offset + ds.id.get_storage_size() > st.st_size:
+                    if offset + ds.get_storage_size() > st.st_size:
                         raise ShardError(f"shard {path} {group_name(bucket)}/{field} lies past "
                                          f"the end of the file ({st.st_size} bytes): truncated")
                     extents[field] = (offset, ds.shape)
@@ -166,7 +165,7 @@ def _layout(path: Path, counts: BucketCounts, num_features: int) -> Layout | Non
 
 
 def _checked_fields(f: h5py.File, bucket: int, path: Path, count: tuple[int, int],
-                    num_features: int) -> dict[str, h5py.Dataset]:
+                    num_features: int) -> dict[str, tuple[h5py.h5d.DatasetID, h5py.h5p.PropDCID]]:
     """The four datasets of a bucket's group, checked to be what our writer makes.
 
     The group and its datasets are hard links (an external or soft link reads another
@@ -175,26 +174,31 @@ def _checked_fields(f: h5py.File, bucket: int, path: Path, count: tuple[int, int
     contiguous or chunked with filters this HDF5 has, with the dtype and the shape that
     the manifest's counts (``count``: sequences, timesteps) give it. Shapes are checked
     before any data is read, so nothing larger than the manifest says is allocated.
+    Returns each dataset with its creation properties. (h5py's low-level API: its
+    high-level objects cost 10x more, and a first epoch checks every bucket of every
+    shard.)
     """
     name = group_name(bucket)
     where = f"shard {path} {name}"
-    if not isinstance(f.get(name, getlink=True), h5py.HardLink):
+    if not _hard_link(f.id, name):
         raise ShardError(f"{where} is a link, expected a group stored in the shard")
-    group = f[name]
-    if not isinstance(group, h5py.Group) or sorted(group) != sorted(FIELDS):
-        found = sorted(group) if isinstance(group, h5py.Group) else type(group).__name__
+    group = h5py.h5o.open(f.id, name.encode())
+    members = (sorted(m.decode() for m in group) if isinstance(group, h5py.h5g.GroupID)
+               else None)
+    if members != sorted(FIELDS):
+        found = _kind(group) if members is None else members
         raise ShardError(f"{where} holds {found}, expected {sorted(FIELDS)}")
     n, total = count
     shapes = {"x": (total, num_features), "y": (total,), "offsets": (n + 1,), "ids": (n,)}
     fields = {}
     for field, dtype in FIELDS.items():
-        if not isinstance(group.get(field, getlink=True), h5py.HardLink):
+        if not _hard_link(group, field):
             raise ShardError(f"{where}/{field} is a link, expected data stored in the shard")
-        ds = group[field]
-        if not isinstance(ds, h5py.Dataset) or ds.dtype != np.dtype(dtype):
-            found = getattr(ds, "dtype", type(ds).__name__)
+        ds = h5py.h5o.open(group, field.encode())
+        if not isinstance(ds, h5py.h5d.DatasetID) or ds.dtype != np.dtype(dtype):
+            found = ds.dtype if isinstance(ds, h5py.h5d.DatasetID) else _kind(ds)
             raise ShardError(f"{where}/{field}: expected {np.dtype(dtype)} data, found {found}")
-        plist = ds.id.get_create_plist()
+        plist = ds.get_create_plist()
         if plist.get_layout() == h5py.h5d.VIRTUAL or plist.get_external_count():
             kind = "a virtual dataset" if plist.get_layout() == h5py.h5d.VIRTUAL else \
                 "stored in external files"
@@ -208,8 +212,18 @@ def _checked_fields(f: h5py.File, bucket: int, path: Path, count: tuple[int, int
         if ds.shape != shapes[field]:
             raise ShardError(f"{where}/{field} has shape {ds.shape}, the manifest's "
                              f"{n} sequences / {total} timesteps make it {shapes[field]}")
-        fields[field] = ds
+        fields[field] = ds, plist
     return fields
+
+
+def _hard_link(group: h5py.h5g.GroupID, name: str) -> bool:
+    """Whether ``name`` in ``group`` is a hard link (an object stored in this file)."""
+    return group.links.get_info(name.encode()).type == h5py.h5l.TYPE_HARD
+
+
+def _kind(obj: h5py.h5o.ObjectID) -> str:
+    """What an HDF5 object is, in a word: Group, Dataset, Type."""
+    return type(obj).__name__.removesuffix("ID")
 
 
 # x, y (None without values), offsets, ids, number of timesteps

@@ -88,7 +88,6 @@ class ParquetFormat:
                      num_features: int, values: bool = True,
                      data: np.ndarray | None = None,
                      buffers: ReadBuffers | None = None) -> list[Sequences]:
-        del data  # read from the file: pages straight into the arrays, or by pyarrow
         wanted = [b for b in buckets if b in counts]
         try:
             with open_regular(path) as handle:
@@ -98,7 +97,8 @@ class ParquetFormat:
                     parts = read_pages(handle.fileno(), path, pages, wanted, num_features,
                                        values, buffers)
                 else:
-                    parts, _ = _decode(handle, path, counts, num_features, wanted, values, key)
+                    parts, _ = _decode(handle, path, counts, num_features, wanted, values, key,
+                                       data)
         except ShardError:
             raise
         except (OSError, pa.ArrowException, ValueError, TypeError, IndexError) as e:
@@ -127,15 +127,20 @@ class ParquetFormat:
 
 
 def _decode(handle: BinaryIO, path: Path, counts: BucketCounts, num_features: int,
-            buckets: list[int], values: bool,
-            key: LayoutKey) -> tuple[dict[int, Sequences], Layout]:
+            buckets: list[int], values: bool, key: LayoutKey,
+            data: np.ndarray | None = None) -> tuple[dict[int, Sequences], Layout]:
     """Buckets ``buckets`` decoded by pyarrow, after checking the file's schema and row
     groups against ``counts``; with ``values``, the length column is checked against the
     lists and the decoded buckets' pages are mapped and cached under ``key`` (unless the
     file has pages of another layout), so that later reads go straight to the pages.
     Returns the buckets and what the cache then holds for the file."""
     present = sorted(counts)
-    pf = pq.ParquetFile(handle)  # the open file: the one `key` describes
+    source: BinaryIO | pa.BufferReader = handle  # the open file: the one `key` describes
+    if data is not None:  # its bytes, read already (and hashed): decoded from memory
+        if len(data) != key[3]:
+            raise ShardError(f"shard {path} changed while it was read")
+        source = pa.BufferReader(pa.py_buffer(data))
+    pf = pq.ParquetFile(source)
     if pf.metadata.num_row_groups != len(present):
         raise ShardError(f"shard {path} has {pf.metadata.num_row_groups} row groups, "
                          f"the manifest expects {len(present)} (one per bucket)")
@@ -150,7 +155,7 @@ def _decode(handle: BinaryIO, path: Path, counts: BucketCounts, num_features: in
     index = {b: i for i, b in enumerate(present)}
     if not values:
         return {b: _read_lengths(pf, index[b], b, path) for b in buckets}, cached_pages(key)
-    groups = _read_groups(handle, pf, [index[b] for b in buckets])
+    groups = _read_groups(source, pf, [index[b] for b in buckets])
     parts = {b: _sequences(*groups[index[b]], path, index[b], b, num_features)
              for b in buckets}
     layout = map_pages(handle.fileno(), path, pf, key,
@@ -158,7 +163,7 @@ def _decode(handle: BinaryIO, path: Path, counts: BucketCounts, num_features: in
     return parts, layout
 
 
-def _read_groups(handle: BinaryIO, pf: pq.ParquetFile,
+def _read_groups(source: BinaryIO | pa.BufferReader, pf: pq.ParquetFile,
                  groups: list[int]) -> dict[int, list[pa.Array]]:
     """(id, length, bucket, x, y) arrays of row groups ``groups``, decoded without
     concatenation."""
@@ -167,7 +172,7 @@ def _read_groups(handle: BinaryIO, pf: pq.ParquetFile,
         return {g: [_one_chunk(c) for c in pf.read_row_group(g, columns=columns).columns]
                 for g in groups}
     # read_table decodes row groups in parallel, a chunk per row group: the fast path.
-    table = pq.read_table(handle, columns=columns)
+    table = pq.read_table(source, columns=columns)
     result, start = {}, 0
     for g in groups:
         rows = pf.metadata.row_group(g).num_rows
