@@ -144,7 +144,12 @@ class Dataset:
         / ``y_out``: run i is timesteps ``spans[i, 1]:spans[i, 2]`` of bucket ``spans[i,
         0]``, written from row ``spans[i, 3]``. False, having read nothing, if the file
         reads whole buckets only (a shard rewritten by another tool: HDF5 chunked,
-        Parquet of another page layout). The shard is checked as `read_shard` does."""
+        Parquet of another page layout). The shard is checked as `read_shard` does.
+        Raises ValueError if a run does not fit the outputs."""
+        rows, steps = spans[:, 3], spans[:, 2] - spans[:, 1]
+        if ((rows < 0) | (rows + steps > min(len(x_out), len(y_out)))).any():
+            raise ValueError(f"runs of timesteps past the outputs' {min(len(x_out), len(y_out))} "
+                             f"rows asked for")
         self._recheck(index)
         return read_spans(self.root, self.manifest, index, spans, x_out, y_out)
 

@@ -72,6 +72,9 @@ def read_spans_into(fd: int, path: Path, bases: SpanBases, spans: np.ndarray,
             raise ShardError(f"shard {path} bucket {bucket}: timesteps {start}:{stop} asked "
                              f"for, it holds {total}")
         n = stop - start
+        if not 0 <= at <= min(len(x_out), len(y_out)) - n:
+            raise ValueError(f"timesteps {start}:{stop} written from row {at} do not fit "
+                             f"outputs of {len(x_out)} and {len(y_out)} rows")
         if (os.preadv(fd, [x_bytes[at * step:(at + n) * step]], x_at + start * step) != n * step
                 or os.preadv(fd, [y_bytes[at:at + n]], y_at + start) != n):
             raise ShardError(f"shard {path} ended early: truncated")

@@ -127,3 +127,5 @@ def test_a_span_outside_its_bucket_is_a_shard_error(h5_dataset):
     assert h5_dataset.read_spans(0, np.array([[bucket, 0, total, 0]]), x, y)
     whole = h5_dataset.read_shard(0, [bucket])[0]
     np.testing.assert_array_equal(x[:total], whole.x)
+    with pytest.raises(ValueError, match="past the outputs"):  # the caller's mistake
+        h5_dataset.read_spans(0, np.array([[bucket, 0, total, 6]]), x, y)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from seqdata.sequences import Sequences
 from seqdata.store.atomic import open_regular
 from seqdata.store.buffers import ReadBuffers, read_spans_into
 from seqdata.store.formats import BucketCounts, BucketRun, lengths_only
+from seqdata.store.formats.file_cache import FileCache, file_key
 from seqdata.store.memfile import MemoryFile
 
 SHARD_VERSION = 1
@@ -112,9 +112,8 @@ class Hdf5Format:
 
 # (offset in the file, shape) of each field of each bucket's group
 Layout = dict[int, dict[str, tuple[int, tuple[int, ...]]]]
-_LAYOUTS: dict[tuple, Layout | None] = {}
-_LAYOUTS_LOCK = threading.Lock()  # read-ahead threads of several datasets share the cache
-_MAX_LAYOUTS = 4096
+_LAYOUTS = FileCache()
+_UNKNOWN = object()
 
 
 def _layout(path: Path, counts: BucketCounts, num_features: int) -> Layout | None:
@@ -122,16 +121,15 @@ def _layout(path: Path, counts: BucketCounts, num_features: int) -> Layout | Non
     exactly our layout (see `_checked_fields`); None if some dataset is chunked or compact
     (a shard rewritten by another tool, read through h5py).
 
-    Cached by (path, inode, size, mtime): later epochs read a shard without h5py.
+    Cached by the file's version (`file_key`): later epochs read a shard without h5py.
     """
     present = tuple(sorted(counts))
     with open_regular(path) as handle:
         st = os.fstat(handle.fileno())
-        key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, tuple(counts.items()),
-               num_features)
-        with _LAYOUTS_LOCK:
-            if key in _LAYOUTS:
-                return _LAYOUTS[key]
+        key = file_key(handle, path, tuple(counts.items()), num_features)
+        known = _LAYOUTS.get(key, _UNKNOWN)
+        if known is not _UNKNOWN:
+            return known
         layout: Layout | None = {}
         with h5py.File(handle, "r") as f:
             expected = [group_name(b) for b in present]
@@ -157,11 +155,7 @@ def _layout(path: Path, counts: BucketCounts, num_features: int) -> Layout | Non
                 if layout is None:
                     break
                 layout[bucket] = extents
-    with _LAYOUTS_LOCK:
-        if len(_LAYOUTS) >= _MAX_LAYOUTS:
-            _LAYOUTS.pop(next(iter(_LAYOUTS)))
-        _LAYOUTS[key] = layout
-    return layout
+    return _LAYOUTS.update(key, lambda _: layout)
 
 
 def _checked_fields(f: h5py.File, bucket: int, path: Path, count: tuple[int, int],

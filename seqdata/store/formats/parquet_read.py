@@ -17,7 +17,6 @@ the x and y lists.
 from __future__ import annotations
 
 import os
-import threading
 from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from seqdata.errors import ShardError
 from seqdata.sequences import Sequences
 from seqdata.store.buffers import ReadBuffers
 from seqdata.store.formats import BucketCounts, lengths_only
+from seqdata.store.formats.file_cache import FileCache, file_key
 from seqdata.store.formats.parquet_pages import (
     ColumnChunk,
     OtherLayout,
@@ -72,34 +72,19 @@ class BucketPages:
 LayoutKey = tuple
 # bucket -> its pages, for the buckets mapped so far; None: pages of another layout
 Layout = dict[int, BucketPages] | None
-_LAYOUTS: dict[LayoutKey, Layout] = {}
-_LAYOUTS_LOCK = threading.Lock()  # read-ahead threads of several datasets share the cache
-_MAX_LAYOUTS = 4096
-
-
-def _new_lock() -> None:
-    """A forked child (a loader worker) inherits the maps, and a fresh lock: the parent's
-    may have been held by another thread at the fork."""
-    global _LAYOUTS_LOCK
-    _LAYOUTS_LOCK = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_new_lock)
+_LAYOUTS = FileCache()
 
 
 def layout_key(handle: BinaryIO, path: Path, counts: BucketCounts,
                num_features: int) -> LayoutKey:
     """What the cached map of the open file ``handle`` is kept under."""
-    st = os.fstat(handle.fileno())
-    return (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
-            tuple(counts.items()), num_features)
+    return file_key(handle, path, tuple(counts.items()), num_features)
 
 
 def cached_pages(key: LayoutKey) -> Layout:
     """The buckets mapped so far of the file ``key`` describes ({} if none), or None if
     its pages are of another writer's layout (read by pyarrow, every time)."""
-    with _LAYOUTS_LOCK:
-        return _LAYOUTS.get(key, {})
+    return _LAYOUTS.get(key, {})
 
 
 def map_pages(fd: int, path: Path, pf: pq.ParquetFile, key: LayoutKey,
@@ -134,13 +119,8 @@ def map_pages(fd: int, path: Path, pf: pq.ParquetFile, key: LayoutKey,
             mapped[bucket] = BucketPages(n, total, columns)
     except OtherLayout:
         mapped = None
-    with _LAYOUTS_LOCK:
-        old = _LAYOUTS.pop(key, {})
-        if len(_LAYOUTS) >= _MAX_LAYOUTS:
-            _LAYOUTS.pop(next(iter(_LAYOUTS)))
-        layout = None if old is None or mapped is None else {**old, **mapped}
-        _LAYOUTS[key] = layout
-    return layout
+    return _LAYOUTS.update(key, lambda old: None if old is None or mapped is None
+                           else {**old, **mapped}, {})
 
 
 def read_pages(fd: int, path: Path, layout: dict[int, BucketPages], buckets: list[int],
