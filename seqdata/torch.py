@@ -197,7 +197,7 @@ class BatchDatasetBase:
         """The numpy batches ``first, first + workers, ...`` of epoch ``epoch``."""
         config = replace(self.config, epoch=epoch, start=first)
         select = None if workers == 1 else (lambda k: (k - first) % workers == 0)
-        memory = new_batch if self._ring is None else self._ring.reserve
+        memory = None if self._ring is None else self._ring.reserve
         return self.dataset.batches(config, select=select, memory=memory)
 
     def _send(self, batch: Batch) -> _Shared | _Packed:

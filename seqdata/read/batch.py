@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -60,3 +61,49 @@ def new_batch(rows: int, width: int, features: int) -> Batch:
 # (rows, width, features) -> a Batch of arrays of those shapes to pad a batch into (a
 # loader's shared memory, say); `new_batch` makes new ones.
 BatchMemory = Callable[[int, int, int], Batch]
+
+_ALIGN = 64  # every array of a batch starts on a cache line
+
+
+class BatchArena:
+    """A `BatchMemory` that reuses the memory of batches nobody holds any more.
+
+    Fresh memory costs a page fault per page, and whether ``np.empty`` hands a
+    batch-sized array fresh memory depends on the allocator's history (glibc moves its
+    mmap threshold as large blocks come and go): the same padded epoch took 0.5 s or
+    0.85 s in one process. An arena carves each batch's five arrays from one buffer and
+    keeps the buffers of its last ``keep`` batches; a buffer is reused once nothing but
+    the arena refers to it (each array of a batch, and every view of one, holds it).
+    """
+
+    def __init__(self, keep: int = 8) -> None:
+        self._buffers: list[np.ndarray] = []
+        self._keep = keep
+        # What getrefcount says of a list's item that nothing else refers to (the list,
+        # and the call's own reference, in CPython), measured the way `_buffer` asks.
+        probe = [np.empty(0, np.uint8)]
+        self._unused = sys.getrefcount(probe[0])
+
+    def __call__(self, rows: int, width: int, features: int) -> Batch:
+        shapes = ((rows, width, features), (rows, width), (rows, width), (rows,), (rows,))
+        types = (np.float32, np.uint8, np.bool_, np.int32, np.int64)
+        sizes = [int(np.prod(shape)) * np.dtype(kind).itemsize
+                 for shape, kind in zip(shapes, types, strict=True)]
+        starts = np.cumsum([0, *(-(-size // _ALIGN) * _ALIGN for size in sizes)])
+        buffer = self._buffer(int(starts[-1]) + _ALIGN)
+        first = -buffer.ctypes.data % _ALIGN
+        return Batch(*(buffer[first + a:first + a + size].view(kind).reshape(shape)
+                       for a, size, kind, shape in zip(starts[:-1].tolist(), sizes, types, shapes,
+                                                       strict=True)))
+
+    def _buffer(self, size: int) -> np.ndarray:
+        for i in range(len(self._buffers)):
+            if (len(self._buffers[i]) >= size
+                    and sys.getrefcount(self._buffers[i]) == self._unused):
+                self._buffers.append(self._buffers.pop(i))
+                return self._buffers[-1]
+        buffer = np.empty(size + size // 8, np.uint8)  # headroom: batches differ a little
+        self._buffers.append(buffer)
+        if len(self._buffers) > self._keep:
+            del self._buffers[0]  # forgotten here; whoever holds its batch keeps it alive
+        return buffer

@@ -16,7 +16,7 @@ import numpy as np
 
 from seqdata.checks import check_int
 from seqdata.errors import ShardError
-from seqdata.read.batch import Batch, BatchMemory, new_batch
+from seqdata.read.batch import Batch, BatchArena, BatchMemory
 from seqdata.read.batching import (
     Planned,
     ShardLoader,
@@ -221,7 +221,7 @@ class Dataset:
 
     def batches(self, config: BatchConfig | str = "bucketed", /, *,
                 select: Callable[[int], bool] | None = None,
-                memory: BatchMemory = new_batch, reader: WindowReader | None = None,
+                memory: BatchMemory | None = None, reader: WindowReader | None = None,
                 then: BatchConfig | None = None, **options: Any) -> Iterator[Batch]:
         """One epoch of batches, as ``config`` (a `BatchConfig`) says.
 
@@ -232,14 +232,16 @@ class Dataset:
         then planned from lengths and ids alone and only the selected batches' rows are
         read (`seqdata.read.located`); otherwise every shard is read and only the
         selected batches are padded. Each batch is
-        padded into arrays from ``memory`` (default: new ones; a loader's shared
-        memory, say). A `WindowReader` passed as ``reader`` reads the windows (a stream
-        of epochs passes one), and with ``then``, the config of the epoch it asks for
-        next, reads that epoch's first window while this epoch's last is batched.
+        padded into arrays from ``memory`` (a loader's shared memory, say; default: a
+        `BatchArena`, which reuses the memory of batches no longer held). A
+        `WindowReader` passed as ``reader`` reads the windows (a stream of epochs passes
+        one), and with ``then``, the config of the epoch it asks for next, reads that
+        epoch's first window while this epoch's last is batched.
         Without one, the dataset's own reader is used, and kept with its buffers for the
         next epoch: its memory is then paid for once, not every epoch.
         """
         cfg = as_config(config, **options)
+        memory = BatchArena() if memory is None else memory
         if select is None or not get_format(self.format).reads_spans:
             own = reader
             if own is None:

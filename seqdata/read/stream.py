@@ -104,7 +104,7 @@ class BatchStream:
             for index, batch in enumerate(batches, start=self.start):
                 with self._lock:
                     self._stats[index] = (batch.num_timesteps, int(batch.mask.size))
-                    self._ids[index] = batch.ids
+                    self._ids[index] = batch.ids.copy()  # not the batch's memory
                 yield batch
         except Exception as exc:
             self.error = exc

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqdata import BatchConfig, SpecError, open_dataset
+from seqdata.read.batch import new_batch
 from seqdata.read.group import Group
 from seqdata.sequences import Sequences
 
@@ -209,6 +210,37 @@ def test_later_epochs_read_into_the_first_epochs_buffers(datasets, monkeypatch):
     clone = pickle.loads(pickle.dumps(ds))
     assert [b.ids.tolist() for b in clone.batches(batch_size=8)] == \
         [b.ids.tolist() for b in ds.batches(batch_size=8)]
+
+
+def test_batch_memory_is_reused_only_once_nothing_holds_it(datasets):
+    """`BatchArena` (the default memory of `Dataset.batches`) gives a dropped batch's
+    memory to a later batch, never the memory of a batch, or of any view of one, still
+    held: what a consumer keeps keeps its values."""
+    from seqdata.read.batch import BatchArena
+
+    def address(a):
+        return a.__array_interface__["data"][0]
+
+    arena = BatchArena(keep=4)
+    first = arena(6, 5, 3)
+    where = address(first.x)
+    del first
+    assert address(arena(6, 5, 3).x) == where  # dropped: reused
+    held = arena(6, 5, 3)
+    view = held.y[:, :2]
+    del held
+    assert address(arena(6, 5, 3).y) != address(view)  # a view still holds it
+    ds = open_dataset(datasets["hdf5"])
+    expected = list(ds.batches(batch_size=8, seed=2, memory=new_batch))
+    kept, addresses = {}, set()
+    for k, batch in enumerate(ds.batches(batch_size=8, seed=2)):
+        addresses.add(address(batch.x))
+        if k % 3 == 0:
+            kept[k] = batch.x[:, 1:], batch.mask.view(np.uint8)  # views only
+    assert len(addresses) < len(expected) // 2  # memory went round
+    for k, (x, mask) in kept.items():
+        np.testing.assert_array_equal(x, expected[k].x[:, 1:])
+        np.testing.assert_array_equal(mask, expected[k].mask.view(np.uint8))
 
 
 def test_an_epoch_abandoned_early_stops_its_reader(h5_dataset):
