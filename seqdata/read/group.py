@@ -266,8 +266,12 @@ def windows(a: np.ndarray, n: int) -> np.ndarray:
     Indexing it with sequence starts copies each sequence as one contiguous block: 3-4x
     faster than gathering its steps one row at a time.
     """
-    return as_strided(a, (len(a) - n + 1, n, *a.shape[1:]), (a.strides[0], *a.strides),
-                      writeable=False)
+    shape, strides = (len(a) - n + 1, n, *a.shape[1:]), (a.strides[0], *a.strides)
+    if not a.flags.c_contiguous:
+        return as_strided(a, shape, strides, writeable=False)
+    view = np.ndarray(shape, a.dtype, a, 0, strides)  # as as_strided does, 5x cheaper
+    view.flags.writeable = False
+    return view
 
 
 def block_order(sizes: Sequence[int], block: int, rng: np.random.Generator) -> np.ndarray:
