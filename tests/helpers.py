@@ -92,3 +92,18 @@ def assert_one_line_error(result: tuple[int, str, str], *needles: str) -> str:
     for needle in needles:
         assert needle in lines[0], lines[0]
     return lines[0]
+
+
+def rewrite_parquet(shard: Path, **options) -> None:
+    """Rewrite a Parquet shard with pyarrow: the same schema and row groups, written with
+    ``ParquetWriter`` ``options`` (another tool's rewrite)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(shard)
+    pf = pq.ParquetFile(shard)
+    sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
+    with pq.ParquetWriter(shard, table.schema, **options) as writer:
+        start = 0
+        for n in sizes:
+            writer.write_table(table.slice(start, n), row_group_size=n)
+            start += n

@@ -234,13 +234,6 @@ class Group:
         return Sequences(np.concatenate(xs), np.concatenate(ys), offsets,
                          self.ids[rows[order]]), at
 
-    def take(self, rows: np.ndarray) -> Sequences:
-        """Rows ``rows`` copied into one new `Sequences`: in the order of ``rows``, or
-        grouped by part and length where they are scattered."""
-        if not self.parts or not len(rows):
-            return Sequences.empty(self.num_features)
-        return self._copy(rows)[0]
-
 
 # The mask of a batch up to this width is a gather of rows of a triangle of booleans
 # (row n: n leading True), 3-4x faster than comparing every step with the lengths.

@@ -28,7 +28,7 @@ from seqdata import (
 )
 from seqdata.buckets import MAX_DP_POINTS, auto_boundaries
 from seqdata.store.manifest import checksum
-from tests.helpers import reseal, run_cli, snapshot
+from tests.helpers import reseal, rewrite_parquet, run_cli, snapshot
 
 
 def copy_of(datasets, fmt, tmp_path):
@@ -148,17 +148,6 @@ def test_a_chunked_never_written_dataset_cannot_make_a_reader_allocate(datasets,
 
 
 # -- Parquet shards -------------------------------------------------------------------
-
-def rewrite_parquet(shard, **options):
-    table = pq.read_table(shard)
-    pf = pq.ParquetFile(shard)
-    sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
-    with pq.ParquetWriter(shard, table.schema, **options) as writer:
-        start = 0
-        for n in sizes:
-            writer.write_table(table.slice(start, n), row_group_size=n)
-            start += n
-
 
 def test_a_compressed_parquet_shard_is_refused_before_decoding(datasets, tmp_path):
     path = copy_of(datasets, "parquet", tmp_path)

@@ -25,7 +25,7 @@ from seqdata.store.formats.parquet_pages import (
     parse_page_header,
     value_ranges,
 )
-from tests.helpers import reseal
+from tests.helpers import reseal, rewrite_parquet
 
 SPEC = LagSumSpec(num_sequences=1500, seed=23, chunk_size=512)
 
@@ -89,16 +89,8 @@ def forbid_pyarrow(monkeypatch):
 
 
 def rewrite(shard, **options):
-    """Rewrite ``shard`` with pyarrow (our schema and row groups), with ``options``."""
-    table = pq.read_table(shard)
-    pf = pq.ParquetFile(shard)
-    sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
-    options = {"compression": "none", "use_dictionary": False, **options}
-    with pq.ParquetWriter(shard, table.schema, **options) as writer:
-        start = 0
-        for n in sizes:
-            writer.write_table(table.slice(start, n), row_group_size=n)
-            start += n
+    """Rewrite ``shard`` uncompressed and plain, as ours, with ``options`` on top."""
+    rewrite_parquet(shard, **{"compression": "none", "use_dictionary": False, **options})
 
 
 def one_line_error(path, call):

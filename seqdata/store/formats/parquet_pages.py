@@ -171,17 +171,11 @@ def parse_page_header(buf: bytes) -> PageHeader:
         raise PageError(f"page sizes {size} / {compressed}")
     v1, v2 = top.get(5), top.get(8)
     if kind == DATA_PAGE and isinstance(v1, dict):
-        fields = [v1.get(f) for f in (1, 2, 3, 4)]
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in fields):
-            raise PageError("a data page header without its value count and encodings")
-        num, encoding, definition, repetition = fields
+        num, encoding, definition, repetition = _ints(v1, (1, 2, 3, 4), "a data page")
         return PageHeader(kind, size, compressed, num, encoding, (repetition, definition),
                           None, False, r.pos)
     if kind == DATA_PAGE_V2 and isinstance(v2, dict):
-        fields = [v2.get(f) for f in (1, 4, 5, 6)]
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in fields):
-            raise PageError("a data page v2 header without its value count and sizes")
-        num, encoding, definition, repetition = fields
+        num, encoding, definition, repetition = _ints(v2, (1, 4, 5, 6), "a data page v2")
         return PageHeader(kind, size, compressed, num, encoding, (RLE, RLE),
                           (repetition, definition), bool(v2.get(7, True)), r.pos)
     if kind in (INDEX_PAGE, DICTIONARY_PAGE, DATA_PAGE, DATA_PAGE_V2):
@@ -189,6 +183,14 @@ def parse_page_header(buf: bytes) -> PageHeader:
             raise PageError(f"a data page (type {kind}) header without its page header")
         return PageHeader(kind, size, compressed, 0, -1, (-1, -1), None, False, r.pos)
     raise PageError(f"page type {kind}")
+
+
+def _ints(header: dict, ids: tuple[int, ...], what: str) -> list[int]:
+    """Integer fields ``ids`` of a parsed page header struct (PageError if any is not)."""
+    fields = [header.get(f) for f in ids]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in fields):
+        raise PageError(f"{what} header without its value count, encodings and sizes")
+    return fields
 
 
 def read_page_header(fd: int, offset: int, limit: int) -> PageHeader:
