@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,22 +80,34 @@ class BatchArena:
     def __init__(self, keep: int = 8) -> None:
         self._buffers: list[np.ndarray] = []
         self._keep = keep
+        self._layouts: dict[tuple[int, int, int], tuple[int, list[tuple]]] = {}
         # What getrefcount says of a list's item that nothing else refers to (the list,
         # and the call's own reference, in CPython), measured the way `_buffer` asks.
         probe = [np.empty(0, np.uint8)]
         self._unused = sys.getrefcount(probe[0])
 
     def __call__(self, rows: int, width: int, features: int) -> Batch:
-        shapes = ((rows, width, features), (rows, width), (rows, width), (rows,), (rows,))
-        types = (np.float32, np.uint8, np.bool_, np.int32, np.int64)
-        sizes = [int(np.prod(shape)) * np.dtype(kind).itemsize
-                 for shape, kind in zip(shapes, types, strict=True)]
-        starts = np.cumsum([0, *(-(-size // _ALIGN) * _ALIGN for size in sizes)])
-        buffer = self._buffer(int(starts[-1]) + _ALIGN)
+        size, layout = self._layout(rows, width, features)
+        buffer = self._buffer(size + _ALIGN)
         first = -buffer.ctypes.data % _ALIGN
-        return Batch(*(buffer[first + a:first + a + size].view(kind).reshape(shape)
-                       for a, size, kind, shape in zip(starts[:-1].tolist(), sizes, types, shapes,
-                                                       strict=True)))
+        return Batch(*(np.ndarray(shape, kind, buffer, first + start)
+                       for start, kind, shape in layout))
+
+    def _layout(self, rows: int, width: int, features: int) -> tuple[int, list[tuple]]:
+        """Bytes a batch of this shape takes, and (offset, dtype, shape) of each array;
+        kept per shape (working it out cost a padded batch 30 us)."""
+        key = (rows, width, features)
+        if key not in self._layouts:
+            if len(self._layouts) >= 1024:  # shapes of a few epochs; bounded all the same
+                self._layouts.clear()
+            shapes = ((rows, width, features), (rows, width), (rows, width), (rows,), (rows,))
+            types = (np.float32, np.uint8, np.bool_, np.int32, np.int64)
+            layout, at = [], 0
+            for shape, kind in zip(shapes, types, strict=True):
+                layout.append((at, np.dtype(kind), shape))
+                at += -(-math.prod(shape) * np.dtype(kind).itemsize // _ALIGN) * _ALIGN
+            self._layouts[key] = at, layout
+        return self._layouts[key]
 
     def _buffer(self, size: int) -> np.ndarray:
         for i in range(len(self._buffers)):
