@@ -58,7 +58,7 @@ def bench_training(dataset: Dataset, steps: int, batch_size: int = 1000) -> list
     f = dataset.num_features
     for mode in ("bucketed", "padded"):
         config = BatchConfig(mode=mode, batch_size=batch_size, seed=0)
-        stream = BatchStream(dataset, config)
+        stream = BatchStream(dataset, config, track=True)
         seconds = _fit_seconds(keras_batches(stream), f, steps)
         # Each fit restarts the stream: the timed steps trained its batches 0..steps-1.
         real, total = stream.take_stats(0, steps)

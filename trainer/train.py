@@ -449,7 +449,7 @@ class TrainingRun:
         """Train from global step ``first_step`` (in epoch ``epoch``) to the last epoch;
         the first epoch has ``epoch_steps`` steps (fewer when it resumes mid-epoch)."""
         config, run = self.config, self.records
-        stream = BatchStream(self.source, self.batching, start=first_step)
+        stream = BatchStream(self.source, self.batching, start=first_step, track=True)
         val_stream = (BatchStream(self.validation,
                                   for_backend(validation_options(self.batching)),
                                   repeat=False) if self.validation is not None else None)

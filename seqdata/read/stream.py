@@ -44,8 +44,10 @@ class BatchStream:
     epochs ``config.epoch``, ``config.epoch + 1``, ... (epoch ``e`` from
     ``replace(config, epoch=e)``), so a training
     epoch of ``S`` steps that starts at ``k * S`` sees the same batches whether or not the
-    run was resumed. The real and total step counts and the ids of every yielded batch are
-    kept until taken (a consumer that prefetches would count wrong at consumption).
+    run was resumed. With ``track``, the real and total step counts and the ids of every
+    yielded batch are kept until taken (a consumer that prefetches would count wrong at
+    consumption); without it nothing is kept, so an endless stream holds no memory for
+    batches it has yielded.
 
     Args:
         source: the dataset.
@@ -53,14 +55,17 @@ class BatchStream:
             the stream's to set).
         start: index of the first batch to yield.
         repeat: continue into the next epochs; otherwise stop after the first epoch.
+        track: keep each batch's stats and ids until `take_stats` / `take_ids` /
+            `forget_ids` take them (the trainer's step log does).
     """
 
     def __init__(self, source: BatchSource, config: BatchConfig, *, start: int = 0,
-                 repeat: bool = True) -> None:
+                 repeat: bool = True, track: bool = False) -> None:
         self.source = source
         self.config = config
         self.start = start
         self.repeat = repeat
+        self.track = track
         self.error: BaseException | None = None
         self._stats: dict[int, tuple[int, int]] = {}
         self._ids: dict[int, np.ndarray] = {}
@@ -102,9 +107,10 @@ class BatchStream:
         batches = self._batches()
         try:
             for index, batch in enumerate(batches, start=self.start):
-                with self._lock:
-                    self._stats[index] = (batch.num_timesteps, int(batch.mask.size))
-                    self._ids[index] = batch.ids.copy()  # not the batch's memory
+                if self.track:
+                    with self._lock:
+                        self._stats[index] = (batch.num_timesteps, int(batch.mask.size))
+                        self._ids[index] = batch.ids.copy()  # not the batch's memory
                 yield batch
         except Exception as exc:
             self.error = exc
@@ -114,6 +120,7 @@ class BatchStream:
 
     def take_ids(self, index: int) -> np.ndarray:
         """The sequence ids of batch ``index`` (forgotten once taken)."""
+        self._check_tracked()
         with self._lock:
             return self._ids.pop(index)
 
@@ -125,9 +132,15 @@ class BatchStream:
 
     def take_stats(self, first: int, stop: int) -> tuple[int, int]:
         """Sum of (real, total) timesteps of batches ``first .. stop-1``; forgets them."""
+        self._check_tracked()
         real = total = 0
         with self._lock:
             for index in range(first, stop):
                 r, t = self._stats.pop(index, (0, 0))
                 real, total = real + r, total + t
         return real, total
+
+    def _check_tracked(self) -> None:
+        if not self.track:
+            raise ValueError("this BatchStream keeps no stats or ids of its batches: "
+                             "make it with BatchStream(..., track=True)")

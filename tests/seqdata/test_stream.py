@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -51,7 +52,7 @@ def test_stream_started_later_yields_the_same_batches(h5_dataset):
 
 def test_stream_without_repeat_stops_after_one_epoch_and_counts_timesteps(h5_dataset):
     options = BatchConfig(mode="padded", batch_size=50)
-    stream = BatchStream(h5_dataset, options, repeat=False)
+    stream = BatchStream(h5_dataset, options, repeat=False, track=True)
     batches = list(stream)
     assert len(batches) == stream.epoch_size(0)
     real, total = stream.take_stats(0, len(batches))
@@ -59,6 +60,27 @@ def test_stream_without_repeat_stops_after_one_epoch_and_counts_timesteps(h5_dat
     assert total == sum(b.mask.size for b in batches) > real
     assert stream.take_stats(0, len(batches)) == (0, 0)  # taken once
     np.testing.assert_array_equal(stream.take_ids(1), batches[1].ids)
+
+
+def test_an_untracked_stream_keeps_nothing_of_what_it_yielded(h5_dataset):
+    """Without ``track`` (the bridges' streams, which nobody takes stats from), an endless
+    stream holds nothing per batch yielded, and asking for stats says why there are none."""
+    import tracemalloc
+
+    stream = iter(BatchStream(h5_dataset, BatchConfig(batch_size=4)))
+    next(stream)
+    tracemalloc.start()
+    for _ in range(200):
+        next(stream)
+    before = tracemalloc.take_snapshot()
+    for _ in range(2000):
+        next(stream)
+    grown = tracemalloc.take_snapshot().compare_to(before, "filename")
+    tracemalloc.stop()
+    stream_file = sys.modules[BatchStream.__module__].__file__
+    assert sum(s.size_diff for s in grown if s.traceback[0].filename == stream_file) < 10_000
+    with pytest.raises(ValueError, match=r"keeps no stats or ids.*track=True"):
+        BatchStream(h5_dataset, BatchConfig(batch_size=4)).take_stats(0, 1)
 
 
 def test_stream_keeps_the_data_error_for_the_caller():
