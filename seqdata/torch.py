@@ -38,6 +38,7 @@ import mmap
 import multiprocessing
 import os
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -693,6 +694,10 @@ def loader(dataset: BatchDatasetBase, *, num_workers: int = 0, pin_memory: bool 
                             f"dataset's BatchConfig")
     if not options.get("in_order", True):
         raise SpecError("in_order must be true: the loader yields Dataset.batches' order")
+    if options.pop("decode_once", None) is not None:
+        warnings.warn("loader(decode_once=...) has no effect any more: workers read their "
+                      "rows straight from Parquet pages; drop the argument",
+                      DeprecationWarning, stacklevel=2)
     if persistent_workers and not num_workers:
         raise SpecError("persistent_workers needs num_workers >= 1")
     if num_workers and options.get("prefetch_factor") is None:

@@ -411,6 +411,15 @@ def test_parquet_workers_read_their_rows_from_the_pages_without_decoding(dataset
                                     multiprocessing_context="fork")), expected)
 
 
+def test_decode_once_from_before_page_reads_still_runs_with_a_warning(pq_dataset):
+    """``loader(decode_once=True)`` (what Parquet workers needed before they read pages)
+    is now the default behaviour: old code gets the same batches and a warning to drop it."""
+    config = CONFIGS["padded"]
+    with pytest.warns(DeprecationWarning, match="decode_once.*no effect.*drop the argument"):
+        got = list(loader(BatchDataset(pq_dataset, config), decode_once=True))
+    assert_same_batches(got, list(pq_dataset.batches(config)))
+
+
 def test_a_pass_made_ahead_is_used_only_where_it_fits(h5_dataset):
     config = CONFIGS["padded"]
     data = BatchDataset(h5_dataset, config)
