@@ -35,6 +35,9 @@ from seqdata.store.manifest import Manifest, ShardInfo, read_manifest
 from seqdata.store.remote import FETCH_AHEAD, RemoteShards, is_url, open_remote
 from seqdata.store.shards import read_shard, read_spans
 
+# Rows whose lengths and ids a share's planner keeps at least (`Locator`; about 40 MB).
+LOCATED_ROWS = 1 << 20
+
 
 class Dataset:
     """A dataset directory: its manifest plus readers for its shards.
@@ -261,9 +264,11 @@ class Dataset:
                     self._idle[:] = [own]
             return
         # A share: plan over locations, read only the selected batches' rows.
+        largest = max((s.num_sequences for s in self.shards), default=0)
         locator = Locator(lambda i: self.read_shard(i, values=False), self.read_spans,
                           self.read_shard, self.num_features,
-                          keep_shards=4 * cfg.window_shards, keep_values=2 * cfg.window_shards)
+                          keep_rows=max(LOCATED_ROWS, 4 * cfg.window_shards * largest),
+                          keep_values=2 * cfg.window_shards)
         for k, batch in enumerate(self._plan(replace(cfg, read_ahead=False), locator.load)):
             if k >= cfg.start and select(k):
                 yield locator.pad(batch, memory)

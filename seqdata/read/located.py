@@ -43,17 +43,20 @@ class Locator:
     Args:
         read_meta, read_spans, read_values: how a dataset reads (`seqdata.Dataset`).
         num_features: F of ``x``.
-        keep_shards: shards whose lengths and ids stay in memory (a carried row of an
-            older shard is looked up again: a lengths-only read).
+        keep_rows: rows whose shards' lengths and ids stay in memory (about 40 bytes a
+            row; the shards used longest ago go first, the last one always stays). A
+            batch holds rows carried from shards read long before: with too few kept,
+            each such row costs a lengths-only read of its whole shard again.
         keep_values: decoded shards that stay in memory (formats without span reads).
     """
 
     def __init__(self, read_meta: MetaReader, read_spans: SpanReader,
-                 read_values: ValueReader, num_features: int, keep_shards: int,
+                 read_values: ValueReader, num_features: int, keep_rows: int,
                  keep_values: int) -> None:
         self._read_meta, self._read_spans = read_meta, read_spans
         self._read_values, self._features = read_values, num_features
-        self._keep_shards, self._keep_values = keep_shards, keep_values
+        self._keep_rows, self._keep_values = keep_rows, keep_values
+        self._rows = 0  # rows of the shards in ``_meta``
         self._meta: OrderedDict[int, _Shard] = OrderedDict()
         self._values: OrderedDict[int, list[Sequences]] = OrderedDict()
         self._x, self._y = np.empty((0, num_features), np.float32), np.empty(0, np.uint8)
@@ -63,8 +66,9 @@ class Locator:
             self._meta.move_to_end(shard)
             return self._meta[shard]
         meta = self._meta[shard] = _Shard.of(self._read_meta(shard))
-        if len(self._meta) > self._keep_shards:
-            self._meta.popitem(last=False)
+        self._rows += len(meta.ids)
+        while self._rows > self._keep_rows and len(self._meta) > 1:
+            self._rows -= len(self._meta.popitem(last=False)[1].ids)
         return meta
 
     def _values_of(self, shard: int) -> list[Sequences]:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from seqdata import BatchConfig, ShardError, open_dataset
+from seqdata import BatchConfig, ShardError, build_dataset, open_dataset
 from seqdata.read.located import SHARD_SHIFT, Locator
-from tests.helpers import repack_chunked
+from tests.helpers import SMALL_SPEC, repack_chunked
 
 CONFIGS = {
     "bucketed count": BatchConfig(batch_size=24, seed=5),
@@ -73,6 +74,47 @@ def test_a_share_reads_only_its_own_rows(datasets, monkeypatch, fmt):
     assert not whole_reads
     assert sum(read_steps) == sum(int(b.lengths.sum()) for b in share)
     assert 0 < sum(read_steps) < ds.num_timesteps * 0.75
+
+
+@pytest.fixture(scope="module")
+def many_shards(tmp_path_factory):
+    """19 shards of 16 sequences: a window of one shard carries rows for many windows."""
+    path = tmp_path_factory.mktemp("many") / "hdf5"
+    build_dataset(path, replace(SMALL_SPEC, chunk_size=16), "hdf5", progress=False)
+    return path
+
+
+@pytest.mark.parametrize("keep", ["default", "one shard"])
+def test_a_share_reads_each_shards_lengths_once_unless_told_to_keep_less(
+        many_shards, monkeypatch, keep):
+    """Rows carried from shards read long before come back in later batches: by default a
+    share keeps every shard's lengths and ids it read (up to `LOCATED_ROWS` rows) and
+    reads each once; told to keep one shard, it reads them again, with the same batches."""
+    import seqdata.read.dataset
+
+    ds = open_dataset(many_shards)
+    config = BatchConfig(batch_size=16, window_shards=1, seed=3)
+    full = list(ds.batches(config))
+    if keep == "one shard":
+        class OneShard(Locator):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **{**kwargs, "keep_rows": 1})
+        monkeypatch.setattr(seqdata.read.dataset, "Locator", OneShard)
+    meta_reads = []
+    read_shard = ds.read_shard
+
+    def counting(index, buckets=None, values=True, buffers=None):
+        if not values:
+            meta_reads.append(index)
+        return read_shard(index, buckets, values, buffers)
+
+    monkeypatch.setattr(ds, "read_shard", counting)
+    share = list(ds.batches(config, select=lambda i: i % 2 == 0))
+    assert_same(share, full[0::2])
+    if keep == "default":
+        assert sorted(meta_reads) == list(range(len(ds.shards)))
+    else:
+        assert len(meta_reads) > len(ds.shards)
 
 
 def test_locations_carry_shard_and_row(h5_dataset):
