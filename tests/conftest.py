@@ -4,6 +4,7 @@ pytest-xdist worker), and the order of the tests across xdist workers."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not hasattr(config, "workerinput"):  # not an xdist worker: the tests as written
         return
     items.sort(key=lambda item: not item.nodeid.startswith(SLOW_FIRST))  # stable
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temp_dir_under_basetemp(tmp_path_factory):
+    """The temp directory of the tests and of every process they start is one under
+    pytest's basetemp, which a passing run removes: doctests' ``mkdtemp``,
+    multiprocessing's ``pymp-*`` of workers that end with ``os._exit``, and a killed
+    trainer worker's scratch records no longer pile up in /tmp (a day of runs left 1,900
+    such directories there)."""
+    tmp = str(tmp_path_factory.mktemp("tmp"))
+    before = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = tmp, tmp
+    yield
+    if before[0] is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before[0]
+    tempfile.tempdir = before[1]
 
 
 @pytest.fixture(scope="session")

@@ -24,8 +24,12 @@ from trainer.run_dir import RunDir
 
 ARGS = ("--mode", "bucketed", "--batch-size", "32", "--epochs", "2", "--checkpoint-every", "2",
         "--log-batches", "--quiet")
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
 HANG = 300  # seconds: a worker still running then is taken to hang
+
+
+def env() -> dict[str, str]:
+    """The workers' environment: this process's as it is now (its TMPDIR is the tests')."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def train_args(datasets: dict[str, Path], run: Path, *extra: str) -> list[str]:
@@ -60,7 +64,7 @@ class Workers:
         self.outputs = [logs / f"worker-{i}.out" for i in range(n)]
         self.procs = [subprocess.Popen(
             [sys.executable, "-m", "trainer", *args, "--strategy", "multi-worker"],
-            env={**ENV, "TF_CONFIG": tf_config(ports, i)}, cwd=ROOT, start_new_session=True,
+            env={**env(), "TF_CONFIG": tf_config(ports, i)}, cwd=ROOT, start_new_session=True,
             stdout=out.open("w"), stderr=subprocess.STDOUT) for i, out in enumerate(self.outputs)]
 
     def __enter__(self) -> Workers:
@@ -236,7 +240,7 @@ def test_mirrored_on_two_devices_trains_as_one(datasets, tmp_path):
     """MirroredStrategy over 2 (logical CPU) devices, batches of an odd size split
     unevenly between them: the weights of one device."""
     result = subprocess.run([sys.executable, "-c", MIRRORED, str(datasets["parquet"]),
-                             str(tmp_path)], env=ENV, cwd=ROOT, capture_output=True, text=True,
+                             str(tmp_path)], env=env(), cwd=ROOT, capture_output=True, text=True,
                             timeout=HANG)
     assert result.returncode == 0, result.stderr[-3000:]
     found = json.loads(result.stdout.strip().splitlines()[-1])
