@@ -13,6 +13,7 @@ decode them, and read runs of a bucket's timesteps (`read_spans`) as HDF5 does.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -135,11 +136,7 @@ def _decode(handle: BinaryIO, path: Path, counts: BucketCounts, num_features: in
     file has pages of another layout), so that later reads go straight to the pages.
     Returns the buckets and what the cache then holds for the file."""
     present = sorted(counts)
-    source: BinaryIO | pa.BufferReader = handle  # the open file: the one `key` describes
-    if data is not None:  # its bytes, read already (and hashed): decoded from memory
-        if len(data) != key[3]:
-            raise ShardError(f"shard {path} changed while it was read")
-        source = pa.BufferReader(pa.py_buffer(data))
+    source = _arrow_source(handle, path, key, data)
     pf = pq.ParquetFile(source)
     if pf.metadata.num_row_groups != len(present):
         raise ShardError(f"shard {path} has {pf.metadata.num_row_groups} row groups, "
@@ -163,7 +160,30 @@ def _decode(handle: BinaryIO, path: Path, counts: BucketCounts, num_features: in
     return parts, layout
 
 
-def _read_groups(source: BinaryIO | pa.BufferReader, pf: pq.ParquetFile,
+def _arrow_source(handle: BinaryIO, path: Path, key: LayoutKey,
+                  data: np.ndarray | None) -> pa.NativeFile:
+    """The file ``key`` describes, as a source pyarrow reads without Python objects:
+    ``data`` (its bytes, read already and hashed), else the file reopened, checked to be
+    the one ``handle`` has open.
+
+    pyarrow's pool threads release a source after read_table returns. Had it a Python
+    file or buffer to release, they would take the GIL, and a thread that takes the GIL
+    while the interpreter exits is killed mid C++ frame: an abort after the work is done.
+    ``data`` is borrowed, not referenced: the caller holds it until the decoded arrays,
+    which own their memory, are built."""
+    if data is not None:
+        if len(data) != key[3]:
+            raise ShardError(f"shard {path} changed while it was read")
+        return pa.BufferReader(pa.foreign_buffer(data.ctypes.data, len(data)))
+    source = pa.OSFile(str(path))
+    opened, held = os.fstat(source.fileno()), os.fstat(handle.fileno())
+    if (opened.st_dev, opened.st_ino) != (held.st_dev, held.st_ino):
+        source.close()
+        raise ShardError(f"shard {path} changed while it was read")
+    return source
+
+
+def _read_groups(source: pa.NativeFile, pf: pq.ParquetFile,
                  groups: list[int]) -> dict[int, list[pa.Array]]:
     """(id, length, bucket, x, y) arrays of row groups ``groups``, decoded without
     concatenation."""
