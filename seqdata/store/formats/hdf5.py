@@ -8,10 +8,10 @@ uncompressed, so a bucket is read with a few large reads.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO, NamedTuple
 
 import h5py
 import numpy as np
@@ -19,7 +19,7 @@ import numpy as np
 from seqdata.errors import ShardError
 from seqdata.sequences import Sequences
 from seqdata.store.atomic import open_regular
-from seqdata.store.buffers import ReadBuffers, read_spans_into
+from seqdata.store.buffers import ReadBuffers, SpanBases, read_spans_into
 from seqdata.store.formats import BucketCounts, BucketRun, lengths_only
 from seqdata.store.formats.file_cache import FileCache, file_key
 from seqdata.store.memfile import MemoryFile
@@ -69,13 +69,14 @@ class Hdf5Format:
         del buffers  # a whole read comes as ``data`` (read into them); parts read themselves
         present = tuple(sorted(counts))
         try:
-            layout = _layout(path, counts, num_features)
-            if layout is None:  # chunked (rewritten by another tool): let h5py read it
-                with open_regular(path) as handle, h5py.File(handle, "r") as f:
-                    parts = {b: _read_group(f, b, values) for b in buckets if b in present}
-            else:
-                parts = _read_extents(path, layout, [b for b in buckets if b in present],
-                                      values, data)
+            with open_regular(path) as handle:
+                mapped = _layout(handle, path, counts, num_features)
+                if mapped is None:  # chunked (rewritten by another tool): let h5py read it
+                    with h5py.File(handle, "r") as f:
+                        parts = {b: _read_group(f, b, values) for b in buckets if b in present}
+                else:
+                    parts = _read_extents(handle, path, mapped.extents,
+                                          [b for b in buckets if b in present], values, data)
         except ShardError:
             raise
         except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
@@ -97,12 +98,11 @@ class Hdf5Format:
     def read_spans(self, path: Path, counts: BucketCounts, num_features: int,
                    spans: np.ndarray, x_out: np.ndarray, y_out: np.ndarray) -> bool:
         try:
-            layout = _layout(path, counts, num_features)
-            if layout is None:  # chunked: h5py reads it, a bucket at a time
-                return False
-            bases = {b: (e["x"][0], e["y"][0], e["y"][1][0]) for b, e in layout.items()}
-            with open_regular(path) as f:
-                read_spans_into(f.fileno(), path, bases, spans, x_out, y_out)
+            with open_regular(path) as handle:
+                mapped = _layout(handle, path, counts, num_features)
+                if mapped is None:  # chunked: h5py reads it, a bucket at a time
+                    return False
+                read_spans_into(handle.fileno(), path, mapped.bases, spans, x_out, y_out)
         except ShardError:
             raise
         except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
@@ -112,50 +112,61 @@ class Hdf5Format:
 
 # (offset in the file, shape) of each field of each bucket's group
 Layout = dict[int, dict[str, tuple[int, tuple[int, ...]]]]
+
+
+class Mapped(NamedTuple):
+    """Where a shard's datasets lie: each field's extent, and what span reads need."""
+
+    extents: Layout
+    bases: SpanBases
+
+
 _LAYOUTS = FileCache()
 _UNKNOWN = object()
 
 
-def _layout(path: Path, counts: BucketCounts, num_features: int) -> Layout | None:
-    """Where each dataset of a shard lies in the file, after checking that the file holds
-    exactly our layout (see `_checked_fields`); None if some dataset is chunked or compact
-    (a shard rewritten by another tool, read through h5py).
+def _layout(handle: BinaryIO, path: Path, counts: BucketCounts,
+            num_features: int) -> Mapped | None:
+    """Where each dataset of the shard open as ``handle`` lies in the file, after checking
+    that the file holds exactly our layout (see `_checked_fields`); None if some dataset
+    is chunked or compact (a shard rewritten by another tool, read through h5py).
 
     Cached by the file's version (`file_key`): later epochs read a shard without h5py.
     """
     present = tuple(sorted(counts))
-    with open_regular(path) as handle:
-        st = os.fstat(handle.fileno())
-        key = file_key(handle, path, tuple(counts.items()), num_features)
-        known = _LAYOUTS.get(key, _UNKNOWN)
-        if known is not _UNKNOWN:
-            return known
-        layout: Layout | None = {}
-        with h5py.File(handle, "r") as f:
-            expected = [group_name(b) for b in present]
-            found = sorted(f)
-            if found != expected:
-                raise ShardError(f"shard {path} holds {found[:8]}, the manifest expects "
-                                 f"groups {expected[:8]}")
-            for bucket in present:
-                fields = _checked_fields(f, bucket, path, counts[bucket], num_features)
-                extents = {}
-                for field, (ds, plist) in fields.items():
-                    if plist.get_layout() in (h5py.h5d.CHUNKED, h5py.h5d.COMPACT):
-                        layout = None
-                        break
-                    offset = ds.get_offset() if np.prod(ds.shape) else 0
-                    if offset is None:  # contiguous but never written
-                        raise ShardError(f"shard {path} {group_name(bucket)}/{field} has no "
-                                         f"data stored")
-                    if offset + ds.get_storage_size() > st.st_size:
-                        raise ShardError(f"shard {path} {group_name(bucket)}/{field} lies past "
-                                         f"the end of the file ({st.st_size} bytes): truncated")
-                    extents[field] = (offset, ds.shape)
-                if layout is None:
+    key = file_key(handle, path, tuple(counts.items()), num_features)
+    known = _LAYOUTS.get(key, _UNKNOWN)
+    if known is not _UNKNOWN:
+        return known
+    st = os.fstat(handle.fileno())
+    layout: Layout | None = {}
+    with h5py.File(handle, "r") as f:
+        expected = [group_name(b) for b in present]
+        found = sorted(f)
+        if found != expected:
+            raise ShardError(f"shard {path} holds {found[:8]}, the manifest expects "
+                             f"groups {expected[:8]}")
+        for bucket in present:
+            fields = _checked_fields(f, bucket, path, counts[bucket], num_features)
+            extents = {}
+            for field, (ds, plist) in fields.items():
+                if plist.get_layout() in (h5py.h5d.CHUNKED, h5py.h5d.COMPACT):
+                    layout = None
                     break
-                layout[bucket] = extents
-    return _LAYOUTS.update(key, lambda _: layout)
+                offset = ds.get_offset() if np.prod(ds.shape) else 0
+                if offset is None:  # contiguous but never written
+                    raise ShardError(f"shard {path} {group_name(bucket)}/{field} has no "
+                                     f"data stored")
+                if offset + ds.get_storage_size() > st.st_size:
+                    raise ShardError(f"shard {path} {group_name(bucket)}/{field} lies past "
+                                     f"the end of the file ({st.st_size} bytes): truncated")
+                extents[field] = (offset, ds.shape)
+            if layout is None:
+                break
+            layout[bucket] = extents
+    mapped = None if layout is None else Mapped(layout, {
+        b: (e["x"][0], e["y"][0], e["y"][1][0]) for b, e in layout.items()})
+    return _LAYOUTS.update(key, lambda _: mapped)
 
 
 def _checked_fields(f: h5py.File, bucket: int, path: Path, count: tuple[int, int],
@@ -224,29 +235,28 @@ def _kind(obj: h5py.h5o.ObjectID) -> str:
 Arrays = tuple[np.ndarray | None, np.ndarray | None, np.ndarray, np.ndarray, int]
 
 
-def _read_extents(path: Path, layout: Layout, buckets: list[int], values: bool,
-                  data: np.ndarray | None) -> dict[int, Arrays]:
-    """The buckets' arrays as views of ``data`` (the whole file), or read from the file."""
-    def view(field: str, extent: tuple[int, tuple[int, ...]], f) -> np.ndarray:
+def _read_extents(handle: BinaryIO, path: Path, layout: Layout, buckets: list[int],
+                  values: bool, data: np.ndarray | None) -> dict[int, Arrays]:
+    """The buckets' arrays as views of ``data`` (the whole file), or read from ``handle``
+    (the file open at ``path``)."""
+    def view(field: str, extent: tuple[int, tuple[int, ...]]) -> np.ndarray:
         offset, shape = extent
         dtype = np.dtype(FIELDS[field])
         count = int(np.prod(shape))
         if data is not None:
             return np.frombuffer(data, dtype, count, offset).reshape(shape)
         out = np.empty(shape, dtype)
-        f.seek(offset)
-        if f.readinto(memoryview(out).cast("B")) != out.nbytes:
+        handle.seek(offset)
+        if handle.readinto(memoryview(out).cast("B")) != out.nbytes:
             raise ShardError(f"shard {path} ended early: truncated")
         return out
 
     parts = {}
-    with contextlib.nullcontext() if data is not None else open_regular(path) as f:
-        for b in buckets:
-            extents = layout[b]
-            offsets, ids = view("offsets", extents["offsets"], f), view("ids", extents["ids"], f)
-            x, y = ((view("x", extents["x"], f), view("y", extents["y"], f)) if values
-                    else (None, None))
-            parts[b] = (x, y, offsets, ids, extents["y"][1][0])
+    for b in buckets:
+        extents = layout[b]
+        offsets, ids = view("offsets", extents["offsets"]), view("ids", extents["ids"])
+        x, y = (view("x", extents["x"]), view("y", extents["y"])) if values else (None, None)
+        parts[b] = (x, y, offsets, ids, extents["y"][1][0])
     return parts
 
 
