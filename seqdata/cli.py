@@ -1,4 +1,4 @@
-"""The ``seqdata`` command: generate, inspect, verify and convert datasets.
+"""The ``seqdata`` command: generate, inspect, verify, convert datasets; list, prune the cache.
 
 Thin: parse, call one library function, report. Every user mistake is one line on
 stderr and exit status 2; verify exits 1 when it finds damage.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,12 +21,15 @@ from seqdata.cli_common import (
     EXIT_OK,
     OneLineParser,
     bounded_int,
+    byte_size,
     finite_float,
+    format_bytes,
     int_list,
     run_command,
 )
 from seqdata.errors import SpecError
 from seqdata.spec import DEFAULT_CHUNK_SIZE, LagSumSpec, LogNormalLengths, UniformLengths
+from seqdata.store.cache import CachedVersion
 from seqdata.store.card import CARD_NAME, histogram_lines
 from seqdata.store.formats import FORMAT_NAMES
 from seqdata.store.manifest import DATA_DIR, padding_fraction
@@ -209,6 +213,40 @@ def run_convert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _version_line(v: CachedVersion) -> str:
+    used = time.strftime("%Y-%m-%d %H:%M", time.localtime(v.last_used))
+    return (f"{format_bytes(v.size):>10}  {_count(v.shards, 'shard'):>10}  last used {used}"
+            f"{'  IN USE' if v.in_use else ''}  {v.url} (version {v.path.name})")
+
+
+def run_cache(args: argparse.Namespace) -> int:
+    from seqdata.store.cache import cache_root, prune, read_cache
+
+    root = cache_root(args.cache)
+    if args.action == "list":
+        contents = read_cache(root)
+        for version in contents.versions:
+            print(_version_line(version))
+        for url, size in contents.staging:
+            print(f"{format_bytes(size):>10}  a build's staging for {url} (never pruned)")
+        print(f"{root}: {_count(len(contents.versions), 'dataset version')}, "
+              f"{format_bytes(contents.size)} in all")
+        return EXIT_OK
+    removed, before = prune(args.max_size, root, dry_run=args.dry_run)
+    for version in removed:
+        print(("would remove " if args.dry_run else "removed ") + _version_line(version))
+    kept = sum(v.size for v in before.versions) - sum(v.size for v in removed)
+    busy = [v for v in before.versions if v.in_use and v not in removed]
+    print(f"{root}: dataset versions take {format_bytes(kept)}"
+          f"{' (would)' if args.dry_run else ''}, limit {format_bytes(args.max_size)}"
+          + (f"; {len(busy)} in use kept" if busy and kept > args.max_size else ""))
+    return EXIT_OK
+
+
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="seqdata", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -237,6 +275,22 @@ def build_parser() -> OneLineParser:
                      help="replace the seqdata dataset already in DST")
     con.add_argument("--quiet", action="store_true", help="no progress bar")
     con.set_defaults(run=run_convert)
+    cache = sub.add_parser("cache", help="list or prune the local cache of datasets read "
+                                         "from URLs")
+    actions = cache.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
+    for name, text in (("list", "every cached dataset version: size, shards, last use"),
+                       ("prune", "remove the least recently used versions not in use")):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                            help="the cache directory (default: $SEQDATA_CACHE, else "
+                                 "~/.cache/seqdata)")
+        if name == "prune":
+            action.add_argument("--max-size", type=byte_size, required=True, metavar="SIZE",
+                                help="what the versions may take after pruning: 20G, "
+                                     "500M, 0 (every version not in use)")
+            action.add_argument("--dry-run", action="store_true",
+                                help="say what would be removed; remove nothing")
+    cache.set_defaults(run=run_cache)
     return parser
 
 

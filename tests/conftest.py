@@ -3,6 +3,7 @@ pytest-xdist worker), and the order of the tests across xdist workers."""
 
 from __future__ import annotations
 
+import multiprocessing.util
 import os
 import tempfile
 from pathlib import Path
@@ -60,6 +61,9 @@ def temp_dir_under_basetemp(tmp_path_factory):
     multiprocessing's ``pymp-*`` of workers that end with ``os._exit``, and a killed
     trainer worker's scratch records no longer pile up in /tmp (a day of runs left 1,900
     such directories there)."""
+    # This process's own pymp-* stays in /tmp: its exit removes it, after pytest has
+    # removed basetemp (a removal that would then fail, printing a traceback).
+    multiprocessing.util.get_temp_dir()
     tmp = str(tmp_path_factory.mktemp("tmp"))
     before = os.environ.get("TMPDIR"), tempfile.tempdir
     os.environ["TMPDIR"], tempfile.tempdir = tmp, tmp

@@ -16,6 +16,7 @@ import functools
 import hashlib
 import mmap
 import os
+import re
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import BinaryIO
 from seqdata.errors import OutputError
 
 TMP_SUFFIX = ".tmp"
+TMP_NAME = re.compile(r"\.\d+\.tmp\.")  # `temporary_path`'s names: a killed writer's
 WRITE_PIECE = 1 << 20
 
 

@@ -26,6 +26,7 @@ import posixpath
 import re
 import tempfile
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,7 +34,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from seqdata.errors import ManifestError, OutputError, RemoteError, SeqdataError, ShardError
-from seqdata.store.atomic import atomic_output, temporary_path, write_bytes_atomic
+from seqdata.store.atomic import TMP_NAME, atomic_output, temporary_path, write_bytes_atomic
+from seqdata.store.cache import STAGING, hold, remember_url, url_dir
 from seqdata.store.card import CARD_NAME, MAX_CARD_BYTES
 from seqdata.store.manifest import (
     DATA_DIR,
@@ -47,8 +49,6 @@ from seqdata.store.shards import check_shard_bytes
 URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 FETCH_AHEAD = 4  # shard fetches kept running ahead of a reader (docs/SCALING.md)
 UPLOADS = 8  # shard uploads at a time
-STAGING = "build"
-TMP_NAME = re.compile(r"\.\d+\.tmp\.")  # `temporary_path`'s names, left by a killed upload
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -65,18 +65,9 @@ def join(location: str | os.PathLike[str], rel: str) -> str:
     return str(Path(location) / rel)
 
 
-def cache_dir(url: str, cache: Path | str | None = None) -> Path:
-    """The cache directory of ``url``: in ``cache``, ``$SEQDATA_CACHE`` or
-    ``~/.cache/seqdata``, named by the URL's hash."""
-    if cache is None:
-        cache = os.environ.get("SEQDATA_CACHE") or (
-            Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "seqdata")
-    return Path(cache).expanduser() / hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
-
-
 def staging_dir(url: str) -> Path:
     """Where a build for ``url`` is made before it is uploaded (kept until it is)."""
-    return cache_dir(url) / STAGING
+    return url_dir(url) / STAGING
 
 
 def renamed(error: SeqdataError, local: Path, url: str) -> SeqdataError:
@@ -228,11 +219,12 @@ class RemoteShards:
     """
 
     def __init__(self, remote: Remote, local: Path, manifest: Manifest,
-                 fetch_ahead: int = FETCH_AHEAD) -> None:
+                 fetch_ahead: int = FETCH_AHEAD, held: int | None = None) -> None:
         self.remote = remote
         self.local = local
         self.manifest = manifest
         self.fetch_ahead = fetch_ahead
+        self._hold(held)
         self._have: set[int] = set()  # shards known to be in the cache, checked
         self._order: list[int] = []  # the order the reader said it will read
         self._position: dict[int, int] = {}
@@ -257,6 +249,12 @@ class RemoteShards:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._reset()
+        self._hold(hold(self.local))  # a spawned worker marks the version in use too
+
+    def _hold(self, fd: int | None) -> None:
+        """Keep the version's use lock (`seqdata.store.cache.hold`) while this lives."""
+        if fd is not None:
+            weakref.finalize(self, os.close, fd)
 
     @property
     def url(self) -> str:
@@ -389,13 +387,25 @@ def open_remote(url: str, cache: Path | str | None = None, fetch_ahead: int = FE
                             f"dataset (the manifest is written last)") from None
     except OSError as e:
         raise ManifestError(f"cannot read {where}: {e}") from None
-    local = cache_dir(remote.url, cache) / hashlib.sha256(text).hexdigest()[:16]
+    local = url_dir(remote.url, cache) / hashlib.sha256(text).hexdigest()[:16]
+    held = None
     try:
-        local.mkdir(parents=True, exist_ok=True)
-        if not (local / MANIFEST_NAME).exists():
-            write_bytes_atomic(local / MANIFEST_NAME, text, durable=False)
-    except OSError as e:
-        raise OutputError(f"cannot write the cache {local}: {e.strerror or e}") from None
+        try:
+            held = hold(local)  # made if need be, and in use: no prune removes it now
+            remember_url(remote.url, local.parent)
+            if not (local / MANIFEST_NAME).exists():
+                write_bytes_atomic(local / MANIFEST_NAME, text, durable=False)
+        except OSError as e:
+            raise OutputError(f"cannot write the cache {local}: {e.strerror or e}") from None
+        return _open_version(remote, local, fetch_ahead, find_shards, held)
+    except BaseException:
+        if held is not None:
+            os.close(held)
+        raise
+
+
+def _open_version(remote: Remote, local: Path, fetch_ahead: int, find_shards: bool,
+                  held: int | None) -> RemoteShards:
     try:
         manifest = read_manifest(local)
     except ManifestError as e:
@@ -403,7 +413,7 @@ def open_remote(url: str, cache: Path | str | None = None, fetch_ahead: int = FE
     _fetch_card(remote, local)
     if find_shards:
         _find_shards(remote, manifest)
-    return RemoteShards(remote, local, manifest, fetch_ahead)
+    return RemoteShards(remote, local, manifest, fetch_ahead, held)
 
 
 def _find_shards(remote: Remote, manifest: Manifest) -> None:
