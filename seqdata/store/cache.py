@@ -126,7 +126,7 @@ def read_cache(cache: Path | str | None = None) -> CacheContents:
         if (directory / STAGING).is_dir():
             staging.append((url, _size(directory / STAGING)))
         for version in sorted(_children(directory)):
-            if (version / MANIFEST_NAME).is_file():
+            with contextlib.suppress(FileNotFoundError):  # pruned meanwhile
                 versions.append(_version(url, version))
     versions.sort(key=lambda v: v.last_used)
     return CacheContents(versions, staging)
@@ -149,10 +149,13 @@ def _source_url(directory: Path) -> str:
 
 
 def _version(url: str, version: Path) -> CachedVersion:
+    """A version with its manifest; FileNotFoundError if it has none (not a version, or
+    being made or removed)."""
+    manifest = (version / MANIFEST_NAME).stat()
     try:
         last_used = (version / IN_USE_NAME).stat().st_mtime
-    except OSError:
-        last_used = (version / MANIFEST_NAME).stat().st_mtime
+    except FileNotFoundError:  # cached by a seqdata from before use marks
+        last_used = manifest.st_mtime
     try:
         shards = sum(1 for e in os.scandir(version / DATA_DIR)
                      if e.is_file(follow_symlinks=False) and not TMP_NAME.search(e.name))
