@@ -63,9 +63,13 @@ class Dataset:
         # A reader whose epoch ended, kept for the next epoch with its buffers (fresh
         # memory costs a page fault per page, as much as reading into it).
         self._idle: list[WindowReader] = []
+        # The same for a loader worker's share: its shards' lengths and ids, read once
+        # (a shard replaced since is caught by its next read's check, as in any epoch).
+        self._idle_locator: list[Locator] = []
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_idle": []}  # buffers and threads stay in this process
+        # buffers, threads and what a share read stay in this process
+        return {**self.__dict__, "_idle": [], "_idle_locator": []}
 
     def __repr__(self) -> str:
         return (f"Dataset({self.location!r}, format={self.format!r}, "
@@ -241,7 +245,8 @@ class Dataset:
         one), and with ``then``, the config of the epoch it asks for next, reads that
         epoch's first window while this epoch's last is batched.
         Without one, the dataset's own reader is used, and kept with its buffers for the
-        next epoch: its memory is then paid for once, not every epoch.
+        next epoch: its memory is then paid for once, not every epoch. A share keeps the
+        lengths and ids it read the same way (planning a later epoch then reads none).
         """
         cfg = as_config(config, **options)
         memory = BatchArena() if memory is None else memory
@@ -265,13 +270,22 @@ class Dataset:
             return
         # A share: plan over locations, read only the selected batches' rows.
         largest = max((s.num_sequences for s in self.shards), default=0)
-        locator = Locator(lambda i: self.read_shard(i, values=False), self.read_spans,
-                          self.read_shard, self.num_features,
-                          keep_rows=max(LOCATED_ROWS, 4 * cfg.window_shards * largest),
-                          keep_values=2 * cfg.window_shards)
-        for k, batch in enumerate(self._plan(replace(cfg, read_ahead=False), locator.load)):
-            if k >= cfg.start and select(k):
-                yield locator.pad(batch, memory)
+        keep = max(LOCATED_ROWS, 4 * cfg.window_shards * largest), 2 * cfg.window_shards
+        try:
+            locator = self._idle_locator.pop()
+        except IndexError:
+            locator = None
+        if locator is None or locator.keeps != keep:
+            locator = Locator(lambda i: self.read_shard(i, values=False), self.read_spans,
+                              self.read_shard, self.num_features, keep_rows=keep[0],
+                              keep_values=keep[1])
+        try:
+            for k, batch in enumerate(self._plan(replace(cfg, read_ahead=False),
+                                                 locator.load)):
+                if k >= cfg.start and select(k):
+                    yield locator.pad(batch, memory)
+        finally:
+            self._idle_locator[:] = [locator]
 
     def plan(self, config: BatchConfig | str = "bucketed", /,
              **options: Any) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -61,6 +61,11 @@ class Locator:
         self._values: OrderedDict[int, list[Sequences]] = OrderedDict()
         self._x, self._y = np.empty((0, num_features), np.float32), np.empty(0, np.uint8)
 
+    @property
+    def keeps(self) -> tuple[int, int]:
+        """(keep_rows, keep_values): what it was made to keep."""
+        return self._keep_rows, self._keep_values
+
     def _shard(self, shard: int) -> _Shard:
         if shard in self._meta:
             self._meta.move_to_end(shard)

@@ -117,6 +117,40 @@ def test_a_share_reads_each_shards_lengths_once_unless_told_to_keep_less(
         assert len(meta_reads) > len(ds.shards)
 
 
+def test_later_epochs_of_a_share_plan_from_the_lengths_read_once(many_shards, tmp_path,
+                                                               monkeypatch):
+    """A dataset keeps its share's locator between epochs (a persistent loader worker):
+    later epochs read no shard's lengths again and hold exactly their batches, in
+    another config too; a shard replaced between epochs is refused all the same."""
+    copy = tmp_path / "copy"
+    shutil.copytree(many_shards, copy)
+    ds = open_dataset(copy)
+    meta_reads = []
+    read_shard = ds.read_shard
+
+    def counting(index, buckets=None, values=True, buffers=None):
+        if not values:
+            meta_reads.append(index)
+        return read_shard(index, buckets, values, buffers)
+
+    monkeypatch.setattr(ds, "read_shard", counting)
+    for epoch in range(3):
+        config = BatchConfig(batch_size=16, window_shards=1, seed=3, epoch=epoch)
+        assert_same(list(ds.batches(config, select=lambda i: i % 3 == 1)),
+                    list(ds.batches(config))[1::3])
+    assert sorted(meta_reads) == list(range(len(ds.shards)))  # the first epoch's only
+    padded = BatchConfig("padded", batch_size=10, window_shards=2, seed=4)
+    assert_same(list(ds.batches(padded, select=lambda i: i % 2 == 0)),
+                list(ds.batches(padded))[::2])
+    shard = ds.shard_path(ds.shards[0])
+    data = bytearray(shard.read_bytes())
+    data[-100] ^= 0xFF
+    os.unlink(shard)
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ShardError, match="SHA-256"):
+        list(ds.batches(padded, select=lambda i: True))
+
+
 def test_locations_carry_shard_and_row(h5_dataset):
     """The planner sees ids replaced by locations: shard << 32 | row in the shard."""
     locator = Locator(lambda i: h5_dataset.read_shard(i, values=False), h5_dataset.read_spans,
