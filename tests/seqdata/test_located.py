@@ -76,6 +76,28 @@ def test_a_share_reads_only_its_own_rows(datasets, monkeypatch, fmt):
     assert 0 < sum(read_steps) < ds.num_timesteps * 0.75
 
 
+def count_meta_reads(ds, monkeypatch) -> list[int]:
+    """The shards whose lengths and ids ``ds`` reads from now on, appended as it does."""
+    meta_reads = []
+    read_shard = ds.read_shard
+
+    def counting(index, buckets=None, values=True, buffers=None):
+        if not values:
+            meta_reads.append(index)
+        return read_shard(index, buckets, values, buffers)
+
+    monkeypatch.setattr(ds, "read_shard", counting)
+    return meta_reads
+
+
+def replace_damaged(shard) -> None:
+    """Replace ``shard`` by a new file with one byte flipped."""
+    data = bytearray(shard.read_bytes())
+    data[-100] ^= 0xFF
+    os.unlink(shard)
+    shard.write_bytes(bytes(data))
+
+
 @pytest.fixture(scope="module")
 def many_shards(tmp_path_factory):
     """19 shards of 16 sequences: a window of one shard carries rows for many windows."""
@@ -100,15 +122,7 @@ def test_a_share_reads_each_shards_lengths_once_unless_told_to_keep_less(
             def __init__(self, *args, **kwargs):
                 super().__init__(*args, **{**kwargs, "keep_rows": 1})
         monkeypatch.setattr(seqdata.read.dataset, "Locator", OneShard)
-    meta_reads = []
-    read_shard = ds.read_shard
-
-    def counting(index, buckets=None, values=True, buffers=None):
-        if not values:
-            meta_reads.append(index)
-        return read_shard(index, buckets, values, buffers)
-
-    monkeypatch.setattr(ds, "read_shard", counting)
+    meta_reads = count_meta_reads(ds, monkeypatch)
     share = list(ds.batches(config, select=lambda i: i % 2 == 0))
     assert_same(share, full[0::2])
     if keep == "default":
@@ -125,15 +139,7 @@ def test_later_epochs_of_a_share_plan_from_the_lengths_read_once(many_shards, tm
     copy = tmp_path / "copy"
     shutil.copytree(many_shards, copy)
     ds = open_dataset(copy)
-    meta_reads = []
-    read_shard = ds.read_shard
-
-    def counting(index, buckets=None, values=True, buffers=None):
-        if not values:
-            meta_reads.append(index)
-        return read_shard(index, buckets, values, buffers)
-
-    monkeypatch.setattr(ds, "read_shard", counting)
+    meta_reads = count_meta_reads(ds, monkeypatch)
     for epoch in range(3):
         config = BatchConfig(batch_size=16, window_shards=1, seed=3, epoch=epoch)
         assert_same(list(ds.batches(config, select=lambda i: i % 3 == 1)),
@@ -143,10 +149,7 @@ def test_later_epochs_of_a_share_plan_from_the_lengths_read_once(many_shards, tm
     assert_same(list(ds.batches(padded, select=lambda i: i % 2 == 0)),
                 list(ds.batches(padded))[::2])
     shard = ds.shard_path(ds.shards[0])
-    data = bytearray(shard.read_bytes())
-    data[-100] ^= 0xFF
-    os.unlink(shard)
-    shard.write_bytes(bytes(data))
+    replace_damaged(shard)
     with pytest.raises(ShardError, match="SHA-256"):
         list(ds.batches(padded, select=lambda i: True))
 
@@ -185,10 +188,7 @@ def test_a_shard_replaced_under_a_share_is_refused(datasets, tmp_path):
     ds = open_dataset(copy)
     ds.check_unchecked()
     shard = ds.shard_path(ds.shards[0])
-    data = bytearray(shard.read_bytes())
-    data[-100] ^= 0xFF
-    os.unlink(shard)
-    shard.write_bytes(bytes(data))
+    replace_damaged(shard)
     with pytest.raises(ShardError, match="SHA-256"):
         list(ds.batches(CONFIGS["padded"], select=lambda i: True))
 
