@@ -11,8 +11,9 @@ kernel drops it when the last of them ends, killed or not. Opening touches the f
 modification time is the version's last use. `prune` takes the lock exclusively without
 waiting, so a version in use is skipped, never removed under a reader, and removes least
 recently used versions first; each is renamed away before it is deleted, so a version
-half deleted (by a prune killed mid-way) is never read. Without ``flock`` nothing is
-in use.
+half deleted (by a prune killed mid-way) is never read. Where ``flock`` is missing
+(Windows) nothing is in use; on a file system without locks every version is taken to
+be in use, so prune removes none there.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from seqdata.errors import OutputError
 from seqdata.store.atomic import TMP_NAME, write_bytes_atomic
-from seqdata.store.lock import fcntl
+from seqdata.store.lock import LOCKS_UNSUPPORTED, fcntl
 from seqdata.store.manifest import DATA_DIR, MANIFEST_NAME
 
 SOURCE_NAME = "source-url"  # in a URL's directory: the URL it caches
@@ -77,7 +78,13 @@ def hold(version: Path) -> int | None:
         except OSError as e:
             raise OutputError(f"cannot mark the cache {version} in use: "
                               f"{e.strerror or e}") from None
-        fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while a prune renames the version away
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while a prune renames it away
+        except OSError as e:
+            if e.errno not in LOCKS_UNSUPPORTED:
+                os.close(fd)
+                raise OutputError(f"cannot mark the cache {version} in use: "
+                                  f"{e.strerror or e}") from None
         if _same_file(fd, path):
             os.utime(fd)
             return fd
@@ -187,7 +194,9 @@ def _exclusive(version: Path) -> Iterator[bool]:
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as e:  # held; or no locks on this file system: then unknown
+            if not isinstance(e, BlockingIOError) and e.errno not in LOCKS_UNSUPPORTED:
+                raise
             yield False
             return
         yield True

@@ -25,6 +25,8 @@ except ImportError:  # pragma: no cover - not POSIX
     fcntl = None  # type: ignore[assignment]
 
 LOCK_NAME = ".seqdata-build.lock"
+# flock's errors on a file system without locks (some network and FUSE ones)
+LOCKS_UNSUPPORTED = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP)
 
 
 def _refuse(out: Path, fd: int) -> OutputError:
@@ -101,7 +103,7 @@ def _lock(out: Path, fd: int) -> bool:
     except BlockingIOError:
         raise _refuse(out, fd) from None
     except OSError as e:
-        if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP):
+        if e.errno in LOCKS_UNSUPPORTED:
             return False
         raise
     line = f"{os.getpid()}\n".encode()

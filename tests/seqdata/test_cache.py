@@ -5,6 +5,7 @@ Real file:// URLs, a real cache directory, real processes holding it."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import gc
 import multiprocessing
@@ -187,3 +188,17 @@ def test_a_reader_opening_a_version_a_prune_renames_away_makes_it_anew(tmp_path)
     assert (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
     assert not (version / "manifest.json").exists()  # a fresh version, fetched anew
     os.close(got[0])
+
+
+def test_without_locks_reading_works_and_prune_removes_nothing(cache, urls, monkeypatch):
+    """On a file system without locks (flock: ENOLCK), a URL still reads; prune cannot
+    tell what is in use, so it takes every version to be and removes none."""
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    ds, ids = read_all(urls[0])
+    assert len(ids) == ds.num_sequences
+    del ds
+    gc.collect()
+    assert prune(0)[0] == [] and [v.in_use for v in read_cache().versions] == [True]
