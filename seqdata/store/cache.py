@@ -72,9 +72,11 @@ def hold(version: Path) -> int | None:
     while True:  # again if a prune renames the version away meanwhile: it is made anew
         try:
             version.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+            fd = _open_use_file(path, create=True)
         except FileNotFoundError:
             continue
+        except PermissionError:
+            return None  # another user's, and none yet: read unmarked, as before marks
         except OSError as e:
             raise OutputError(f"cannot mark the cache {version} in use: "
                               f"{e.strerror or e}") from None
@@ -86,9 +88,23 @@ def hold(version: Path) -> int | None:
                 raise OutputError(f"cannot mark the cache {version} in use: "
                                   f"{e.strerror or e}") from None
         if _same_file(fd, path):
-            os.utime(fd)
+            with contextlib.suppress(OSError):  # not ours to touch: the use is not dated
+                os.utime(fd)
             return fd
         os.close(fd)
+
+
+def _open_use_file(path: Path, create: bool = False) -> int:
+    """A version's use file, open for writing where this user may (NFS locks need it),
+    else read-only (another user's cache: its locks work all the same)."""
+    flags = os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        return os.open(path, os.O_RDWR | flags | (os.O_CREAT if create else 0), 0o644)
+    except PermissionError as e:
+        try:
+            return os.open(path, os.O_RDONLY | flags)
+        except FileNotFoundError:
+            raise e from None  # not there, and not ours to make
 
 
 def _same_file(fd: int, path: Path) -> bool:
@@ -187,7 +203,7 @@ def _exclusive(version: Path) -> Iterator[bool]:
         yield True
         return
     try:
-        fd = os.open(version / IN_USE_NAME, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = _open_use_file(version / IN_USE_NAME)
     except FileNotFoundError:  # never held by a reader that marks its use
         yield True
         return

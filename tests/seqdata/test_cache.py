@@ -202,3 +202,25 @@ def test_without_locks_reading_works_and_prune_removes_nothing(cache, urls, monk
     del ds
     gc.collect()
     assert prune(0)[0] == [] and [v.in_use for v in read_cache().versions] == [True]
+
+
+def test_another_users_cache_is_held_read_only(cache, urls, monkeypatch):
+    """A use file that this user may not write (another user's cache): opened read-only,
+    the version is still held; one that cannot be opened at all leaves it unmarked."""
+    ds, _ = read_all(urls[0])
+    version = ds.root
+    del ds
+    gc.collect()
+    real_open = os.open
+
+    def refuse_writes(path, flags, *args, **kwargs):
+        if str(path).endswith(IN_USE_NAME) and flags & (os.O_RDWR | os.O_WRONLY):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refuse_writes)
+    fd = hold(version)
+    assert fd is not None and [v.in_use for v in read_cache().versions] == [True]
+    os.close(fd)
+    (version / IN_USE_NAME).unlink()  # and now it cannot be made either
+    assert hold(version) is None
