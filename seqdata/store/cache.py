@@ -4,6 +4,7 @@
     <cache>/<sha256(url)[:16]>/<sha256(manifest)[:16]>/   a version: manifest, card, data/,
                                                           and its use lock ``.in-use``
     <cache>/<sha256(url)[:16]>/build/                     a build's staging (never pruned)
+    <cache>/<sha256(url)[:16]>/verify-*/                  a running verify's downloads
 
 A reader (`seqdata.store.remote.open_remote`) holds a shared ``flock`` on its version's
 ``.in-use`` for as long as it lives, and its forked loader workers inherit the lock; the
@@ -36,6 +37,7 @@ from seqdata.store.manifest import DATA_DIR, MANIFEST_NAME
 SOURCE_NAME = "source-url"  # in a URL's directory: the URL it caches
 IN_USE_NAME = ".in-use"  # in a version's directory: its use lock, touched at each use
 REMOVING = ".removing-"  # a version renamed away by `prune`, to be deleted
+SCRATCH = "verify-"  # a verify's fresh downloads, held (as a version is) while it runs
 STAGING = "build"
 _HASH = re.compile(r"[0-9a-f]{16}")
 
@@ -264,13 +266,18 @@ def _remove(version: Path) -> bool:
 
 
 def _remove_leftovers(root: Path) -> None:
-    """Versions a killed prune renamed away, and killed downloads' temporary files in
-    versions no reader holds."""
+    """Versions a killed prune renamed away, scratch directories of killed verifies
+    (a running verify holds its own), and killed downloads' temporary files in versions
+    no reader holds."""
     for directory in _children(root):
         with contextlib.suppress(OSError):
             for entry in os.scandir(directory):
                 if entry.name.startswith(REMOVING):
                     shutil.rmtree(entry.path, ignore_errors=True)
+                elif entry.name.startswith(SCRATCH) and entry.is_dir(follow_symlinks=False):
+                    with _exclusive(Path(entry.path)) as free:
+                        if free:
+                            shutil.rmtree(entry.path, ignore_errors=True)
         for version in _children(directory):
             with _exclusive(version) as free:
                 if not free:

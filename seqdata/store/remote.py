@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 from seqdata.errors import ManifestError, OutputError, RemoteError, SeqdataError, ShardError
 from seqdata.store.atomic import TMP_NAME, atomic_output, temporary_path, write_bytes_atomic
-from seqdata.store.cache import STAGING, hold, remember_url, url_dir
+from seqdata.store.cache import SCRATCH, STAGING, hold, remember_url, url_dir
 from seqdata.store.card import CARD_NAME, MAX_CARD_BYTES
 from seqdata.store.manifest import (
     DATA_DIR,
@@ -361,12 +361,18 @@ class RemoteShards:
                 return f"cannot be fetched: {e}"
             return None
 
-        with tempfile.TemporaryDirectory(prefix="verify-", dir=self.local.parent) as tmp:
+        with tempfile.TemporaryDirectory(prefix=SCRATCH, dir=self.local.parent) as tmp:
             scratch = Path(tmp)
-            with contextlib.closing(ahead(get, range(len(shards)), self.fetch_ahead)) as got:
-                for index, problem in got:
-                    yield index, scratch, problem
-                    (scratch / shards[index].path).unlink(missing_ok=True)
+            held = hold(scratch)  # a prune removes scratch directories of killed verifies
+            try:
+                with contextlib.closing(ahead(get, range(len(shards)),
+                                              self.fetch_ahead)) as got:
+                    for index, problem in got:
+                        yield index, scratch, problem
+                        (scratch / shards[index].path).unlink(missing_ok=True)
+            finally:
+                if held is not None:
+                    os.close(held)
 
 
 def open_remote(url: str, cache: Path | str | None = None, fetch_ahead: int = FETCH_AHEAD,

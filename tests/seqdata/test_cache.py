@@ -224,3 +224,20 @@ def test_another_users_cache_is_held_read_only(cache, urls, monkeypatch):
     os.close(fd)
     (version / IN_USE_NAME).unlink()  # and now it cannot be made either
     assert hold(version) is None
+
+
+def test_prune_removes_a_killed_verifys_scratch_but_not_a_running_ones(cache, urls):
+    """`verify URL` downloads into a scratch directory of the URL's cache directory,
+    held while it runs: a running verify's is kept, a killed one's removed."""
+    from seqdata.store.remote import open_remote
+
+    shards = open_remote(urls[0])
+    copies = shards.fresh_copies()
+    _, scratch, problem = next(copies)  # a verify at its first shard
+    assert problem is None and scratch.name.startswith("verify-")
+    killed = scratch.parent / "verify-killed"
+    (killed / "data").mkdir(parents=True)
+    prune(10**12)
+    assert scratch.is_dir() and not killed.exists()
+    copies.close()  # the verify ends: its scratch goes with it
+    assert not scratch.exists()
