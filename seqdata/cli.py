@@ -23,11 +23,11 @@ from seqdata.cli_common import (
     bounded_int,
     byte_size,
     finite_float,
-    format_bytes,
     int_list,
     run_command,
 )
 from seqdata.errors import SpecError
+from seqdata.progress import format_bytes
 from seqdata.spec import DEFAULT_CHUNK_SIZE, LagSumSpec, LogNormalLengths, UniformLengths
 from seqdata.store.cache import CachedVersion
 from seqdata.store.card import CARD_NAME, histogram_lines
@@ -142,7 +142,7 @@ def run_inspect(args: argparse.Namespace) -> int:
             f"lognormal median {lengths.median} sigma {lengths.sigma} clipped to "
             f"{lengths.low}..{lengths.high}")
     size = sum(s.size for s in m.shards)
-    out = [f"dataset    {ds.location} ({m.format}, {len(m.shards)} shards, {size / 1e6:.1f} MB)",
+    out = [f"dataset    {ds.location} ({m.format}, {len(m.shards)} shards, {format_bytes(size)})",
            f"spec       {spec.num_features} features, window {spec.window}, threshold "
            f"{spec.threshold}, lengths {dist}, seed {spec.seed}, chunk size {spec.chunk_size}"]
     if m.leaky:
@@ -240,10 +240,11 @@ def run_cache(args: argparse.Namespace) -> int:
     for version in removed:
         print(("would remove " if args.dry_run else "removed ") + _version_line(version))
     kept = sum(v.size for v in before.versions) - sum(v.size for v in removed)
-    busy = [v for v in before.versions if v.in_use and v not in removed]
-    print(f"{root}: dataset versions take {format_bytes(kept)}"
-          f"{' (would)' if args.dry_run else ''}, limit {format_bytes(args.max_size)}"
-          + (f"; {len(busy)} in use kept" if busy and kept > args.max_size else ""))
+    busy = sum(v.in_use for v in before.versions)
+    print(f"{root}: dataset versions {'would take' if args.dry_run else 'take'} "
+          f"{format_bytes(kept)}, limit {format_bytes(args.max_size)}"
+          + (f"; {_count(busy, 'version')} in use kept" if busy and kept > args.max_size
+             else ""))
     return EXIT_OK
 
 

@@ -60,27 +60,18 @@ def positive_float(text: str) -> float:
     return value
 
 
-_UNITS = "KMGT"
-_SIZE = re.compile(r"(\d+(?:\.\d*)?)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
+_SIZE = re.compile(r"(\d+(?:\.\d*)?)\s*([KMGT]?)B?", re.IGNORECASE)
 
 
 def byte_size(text: str) -> int:
-    """An argument type: a number of bytes, with an optional binary unit: ``0``,
-    ``500M``, ``1.5G``, ``2TiB`` (K, M, G, T: powers of 1024)."""
+    """An argument type: a number of bytes, with an optional decimal unit (as
+    `seqdata.progress.format_bytes` prints them): ``0``, ``500M``, ``1.5GB``, ``2T``."""
     match = _SIZE.fullmatch(text.strip())
     if match is None:
         raise argparse.ArgumentTypeError(f"expected a size such as 500M, 20G or 0, got "
                                          f"{text!r}")
     number, unit = match.groups()
-    return int(float(number) * 1024 ** (_UNITS.find(unit.upper()) + 1 if unit else 0))
-
-
-def format_bytes(n: int) -> str:
-    """``n`` bytes for a person: ``512 B``, ``1.5 MiB``, ``20.0 GiB``."""
-    size, unit = float(n), 0
-    while size >= 1024 and unit < len(_UNITS):
-        size, unit = size / 1024, unit + 1
-    return f"{n} B" if unit == 0 else f"{size:.1f} {_UNITS[unit - 1]}iB"
+    return int(float(number) * 1000 ** ("KMGT".find(unit.upper()) + 1 if unit else 0))
 
 
 def int_list(low: int | None = None) -> Callable[[str], tuple[int, ...]]:

@@ -1,4 +1,4 @@
-"""A dependency-free progress line on stderr for long jobs."""
+"""A dependency-free progress line on stderr for long jobs, and sizes for a person."""
 
 from __future__ import annotations
 
@@ -48,3 +48,8 @@ class Progress:
         else:
             self.stream.write(line + "\n")
         self.stream.flush()
+
+
+def format_bytes(n: int) -> str:
+    """``n`` bytes for a person, in decimal units: ``3.5 MB``, ``1,234.5 GB``."""
+    return f"{n / 1e9:,.1f} GB" if n >= 1e9 else f"{n / 1e6:,.1f} MB"

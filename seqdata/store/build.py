@@ -38,7 +38,7 @@ from seqdata.buckets import auto_boundaries, check_boundaries, optimal_boundarie
 from seqdata.checks import check_int
 from seqdata.errors import OutputError, SpecError
 from seqdata.generate import ChunkBuffers, generate_chunk
-from seqdata.progress import Progress
+from seqdata.progress import Progress, format_bytes
 from seqdata.sequences import Sequences
 from seqdata.spec import LagSumSpec
 from seqdata.store.atomic import fsync_path, write_bytes_atomic
@@ -539,13 +539,9 @@ def check_disk_space(out: Path, spec: LagSumSpec) -> None:
         raise OutputError(f"cannot check the free space for {out}: {e.strerror or e}") from None
     need = spec.expected_bytes - present
     if need > free:
-        raise OutputError(f"{spec.num_sequences:,} sequences need about {_size(need)} in "
-                          f"{out}, and only {_size(free)} are free there; free some space or "
-                          f"generate fewer sequences")
-
-
-def _size(n: int) -> str:
-    return f"{n / 1e9:,.1f} GB" if n >= 1e9 else f"{n / 1e6:,.1f} MB"
+        raise OutputError(f"{spec.num_sequences:,} sequences need about {format_bytes(need)} "
+                          f"in {out}, and only {format_bytes(free)} are free there; free some "
+                          f"space or generate fewer sequences")
 
 
 def _has_build(out: Path) -> bool:
