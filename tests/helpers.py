@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from seqdata import LagSumSpec
@@ -16,6 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Several chunks, a partial last one, and a few buckets: small but every path is taken.
 SMALL_SPEC = LagSumSpec(num_sequences=300, seed=7, chunk_size=64)
+# How long the rest of a killed build may outlive its process: generous, for a loaded
+# machine. No test measures speed with it; it only stops waiting.
+DEADLINE = 15.0
 
 
 def run_cli(*args: str | os.PathLike, module: str = "seqdata",
@@ -107,3 +113,38 @@ def rewrite_parquet(shard: Path, **options) -> None:
         for n in sizes:
             writer.write_table(table.slice(start, n), row_group_size=n)
             start += n
+
+
+def group_states(pgid):
+    """The state letter and parent of each process of group ``pgid``, from /proc (none
+    where there is no /proc)."""
+    states = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        state, parent, group = stat[stat.rindex(")") + 2:].split()[:3]
+        if int(group) == pgid:
+            states[int(entry)] = (state, int(parent))
+    return states
+
+
+def group_members(pgid):
+    """The processes of group ``pgid`` still alive (a zombie has ended and holds nothing)."""
+    return [pid for pid, (state, _) in group_states(pgid).items() if state not in "ZX"]
+
+
+def survivors(pgid):
+    """Wait for every process of group ``pgid`` to end; those still alive at the deadline
+    (killed then, so that no test leaves any behind)."""
+    end = time.monotonic() + DEADLINE
+    while (alive := group_members(pgid)) and time.monotonic() < end:
+        time.sleep(0.02)
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return alive

@@ -68,6 +68,9 @@ def kill_after(out, shards: int, jitter: float) -> set[int]:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # the whole group: parent and workers
     proc.wait()
+    # SIGKILL reaches the workers of a loaded machine a moment after the parent; until
+    # they are gone a resume is rightly refused ("still locked by the workers of ...").
+    assert not helpers.survivors(proc.pid), "the killed build's workers outlived it"
     for path in left_semaphores(made):
         path.unlink(missing_ok=True)
     return made

@@ -19,16 +19,21 @@ import pytest
 
 from seqdata import LagSumSpec, verify_dataset
 from tests import helpers
-from tests.helpers import clean_build, run_cli, snapshot
+from tests.helpers import (
+    DEADLINE,
+    clean_build,
+    group_members,
+    group_states,
+    run_cli,
+    snapshot,
+    survivors,
+)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="process groups are read from /proc")
 
 SPEC = LagSumSpec(num_sequences=24000, seed=11, chunk_size=1000)
 ARGS = ["--num-sequences", "24000", "--seed", "11", "--chunk-size", "1000", "--quiet"]
-# How long the rest of a killed build may outlive its process: generous, for a loaded
-# machine. The test never measures speed; it only stops waiting.
-DEADLINE = 15.0
 
 
 @pytest.fixture(scope="module")
@@ -41,28 +46,6 @@ def start_generate(out, *extra):
     killed build's workers do not hold the caller's pipes)."""
     return helpers.start_generate(out, *ARGS, "--workers", "2", *extra,
                                   stdout=subprocess.PIPE)
-
-
-def group_states(pgid):
-    """The state letter and parent of each process of group ``pgid``, from /proc."""
-    states = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        state, parent, group = stat[stat.rindex(")") + 2:].split()[:3]
-        if int(group) == pgid:
-            states[int(entry)] = (state, int(parent))
-    return states
-
-
-def group_members(pgid):
-    """The processes of group ``pgid`` still alive (a zombie has ended and holds nothing)."""
-    return [pid for pid, (state, _) in group_states(pgid).items() if state not in "ZX"]
 
 
 def stop_group(pgid):
@@ -83,18 +66,6 @@ def stop_group(pgid):
             return
         assert time.monotonic() < end, states
         time.sleep(0.01)
-
-
-def survivors(pgid):
-    """Wait for every process of group ``pgid`` to end; those still alive at the deadline
-    (killed then, so that no test leaves any behind)."""
-    end = time.monotonic() + DEADLINE
-    while (alive := group_members(pgid)) and time.monotonic() < end:
-        time.sleep(0.02)
-    for pid in alive:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    return alive
 
 
 def files(out):
