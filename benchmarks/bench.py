@@ -368,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     n = args.sequences or (200_000 if args.quick else 1_000_000)
     repeat = 1 if args.quick else 2
     spec = LagSumSpec(num_sequences=n, seed=0)
+    if args.scratch is not None:
+        args.scratch.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="seqdata-bench-", dir=args.scratch))
     try:
         print(f"# {n:,} default sequences, {os.cpu_count()} cores, scratch {scratch}",
